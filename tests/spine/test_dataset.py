@@ -1,0 +1,81 @@
+"""spine.dataset: SpineDataset from volumes and from VIA folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spine.dataset import SpineDataset
+from spine.errors import AnnotationError
+from spine.phantom import make_phantom
+from spine.prepare import VolumePair, export_subject
+from spine.via import write_via
+from spine.volume import load_label_map, volume_from_nifti
+
+
+@pytest.fixture(scope="module")
+def volume_pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vols")
+    ph = make_phantom(11, size=64, num_slices=8)
+    ph.save(folder)
+    return folder / f"{ph.name}.nii.gz", folder / f"{ph.name}_vertebrae.nii.gz", ph
+
+
+def test_volume_slices_with_vertebrae_become_images(volume_pair):
+    image, labels, ph = volume_pair
+    ds = SpineDataset()
+    added = ds.load_volumes([(image, labels)])
+    ds.prepare()
+    vol = volume_from_nifti(ph.image)
+    lab = load_label_map(ph.labels, like=vol)
+    expected = [s for s in range(vol.num_slices) if lab[s].any()]
+    assert added == ds.num_images == len(expected)
+    assert ds.class_names == ["BG", "vertebra"]
+    first = ds.image_info[0]["slice"]
+    img = ds.load_image(0)
+    masks, class_ids = ds.load_mask(0)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    assert masks.dtype == bool and masks.shape[:2] == (64, 64)
+    assert masks.shape[-1] == len(np.unique(lab[first])) - 1
+    assert (class_ids == 1).all() and class_ids.dtype == np.int32
+    np.testing.assert_array_equal(masks.any(-1), lab[first] > 0)
+    assert ds.image_reference(0) == f"{image} slice {first}"
+
+
+def test_volume_pairs_as_namedtuples_and_min_area(volume_pair):
+    image, labels, _ = volume_pair
+    ds = SpineDataset()
+    ds.load_volumes([VolumePair("p", image, labels)], min_area=10**6)
+    assert len(ds.image_info) == 0
+
+
+def test_via_folder_gives_the_same_masks_as_the_volume(volume_pair, tmp_path):
+    image, labels, _ = volume_pair
+    entries = export_subject(image, labels, "p_01", tmp_path, min_area=0, empty_per_volume=0)
+    write_via(entries, tmp_path / "via_region_data.json")
+    via_ds, vol_ds = SpineDataset(), SpineDataset()
+    via_ds.load_via_folder(tmp_path)
+    vol_ds.load_volumes([(image, labels)])
+    via_ds.prepare()
+    vol_ds.prepare()
+    assert via_ds.num_images == vol_ds.num_images
+    for i in range(via_ds.num_images):
+        np.testing.assert_array_equal(via_ds.load_image(i), vol_ds.load_image(i))
+        a, _ = via_ds.load_mask(i)
+        b, _ = vol_ds.load_mask(i)
+        assert a.shape == b.shape
+        iou = (a & b).sum((0, 1)) / (a | b).sum((0, 1))
+        assert iou.min() >= 0.8  # small 64-px bodies; larger ones are >= 0.95 (test_via)
+        assert iou.mean() >= 0.9
+
+
+def test_via_folder_with_missing_images_is_an_annotation_error(tmp_path):
+    (tmp_path / "via_region_data.json").write_text(
+        json.dumps({"x.png1": {"filename": "x.png", "size": 1, "regions": []}})
+    )
+    with pytest.raises(AnnotationError, match="x.png"):
+        SpineDataset().load_via_folder(tmp_path)
+    with pytest.raises(AnnotationError, match="via_region_data.json"):
+        SpineDataset().load_via_folder(tmp_path / "nothing")

@@ -1,0 +1,139 @@
+"""spine.prepare: pairs, subject split, slice PNG + VIA export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spine.dataset import SpineDataset
+from spine.errors import SpineInputError
+from spine.phantom import make_phantom
+from spine.prepare import find_pairs, main, prepare, source_of, split_subjects
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """6 small phantoms from two 'sources' with the real data's naming."""
+    folder = tmp_path_factory.mktemp("cohort")
+    for i in range(6):
+        name = f"{'alpha' if i < 4 else 'beta'}_{i:02d}"
+        make_phantom(i, size=48, num_slices=5, name=name).save(folder)
+    return folder
+
+
+def test_find_pairs_uses_the_vertebrae_suffix(cohort):
+    pairs = find_pairs(cohort)
+    assert [p.subject for p in pairs] == [f"alpha_{i:02d}" for i in range(4)] + [
+        "beta_04",
+        "beta_05",
+    ]
+    assert all(p.labels.name == f"{p.subject}_vertebrae.nii.gz" for p in pairs)
+
+
+def test_find_pairs_accepts_images_and_masks_folders(tmp_path):
+    ph = make_phantom(1, size=32, num_slices=3)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    from spine.volume import save_nifti
+
+    save_nifti(ph.image, tmp_path / "images" / "Case7.nii.gz")
+    save_nifti(ph.labels, tmp_path / "masks" / "mask_case7.nii.gz")
+    pairs = find_pairs(tmp_path)
+    assert [(p.subject, p.labels.name) for p in pairs] == [("Case7", "mask_case7.nii.gz")]
+
+
+def test_find_pairs_on_an_empty_folder_explains(tmp_path):
+    with pytest.raises(SpineInputError, match="_vertebrae"):
+        find_pairs(tmp_path)
+
+
+def test_source_is_the_prefix_before_the_number():
+    assert source_of("chu2015_04") == "chu2015"
+    assert source_of("myosegmentum_31") == "myosegmentum"
+    assert source_of("phantom_007") == "phantom"
+
+
+def test_split_is_by_subject_stratified_and_reproducible():
+    subjects = [f"a_{i:02d}" for i in range(17)] + [f"b_{i:02d}" for i in range(44)]
+    one = split_subjects(subjects, 0.25, seed=0)
+    assert split_subjects(subjects, 0.25, seed=0) == one
+    assert split_subjects(subjects, 0.25, seed=1) != one
+    assert not set(one["train"]) & set(one["val"])
+    assert sorted(one["train"] + one["val"]) == sorted(subjects)
+    assert sum(s.startswith("a_") for s in one["val"]) == 4  # round(17 / 4)
+    assert sum(s.startswith("b_") for s in one["val"]) == 11
+
+
+def test_prepare_writes_split_pngs_and_via(cohort, tmp_path):
+    summary = prepare(cohort, tmp_path, seed=0, progress=False)
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert split["train"] == summary["train"] and len(split["val"]) == 2  # 1 alpha + 1 beta
+    for part in ("train", "val"):
+        ds = SpineDataset()
+        n = ds.load_via_folder(tmp_path / part)
+        ds.prepare()
+        assert n == summary["counts"][part]["images"] > 0
+        names = {info["id"].rsplit("_s", 1)[0] for info in ds.image_info}
+        assert names == set(split[part])  # slices of a subject never cross the split
+        masks, _ = ds.load_mask(0)
+        assert masks.shape[-1] >= 1 and masks.sum(axis=(0, 1)).min() >= 20
+    assert not list(tmp_path.glob(".*"))  # no temp folders left
+
+
+def test_prepare_is_reproducible(cohort, tmp_path):
+    a = prepare(cohort, tmp_path / "a", seed=3, progress=False)
+    b = prepare(cohort, tmp_path / "b", seed=3, progress=False)
+    assert a["train"] == b["train"] and a["counts"] == b["counts"]
+    via_a = (tmp_path / "a" / "val" / "via_region_data.json").read_text()
+    assert via_a == (tmp_path / "b" / "val" / "via_region_data.json").read_text()
+
+
+def test_cli_exit_codes(cohort, tmp_path, capsys):
+    assert (
+        main(["--src", str(cohort), "--out", str(tmp_path / "o"), "--empty-per-volume", "1"]) == 0
+    )
+    assert "train:" in capsys.readouterr().out
+    assert main(["--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_empty_slices_can_be_kept(cohort, tmp_path):
+    few = prepare(cohort, tmp_path / "a", progress=False)
+    more = prepare(cohort, tmp_path / "b", empty_per_volume=1, progress=False)
+    assert more["counts"]["train"]["images"] >= few["counts"]["train"]["images"]
+    assert np.isfinite(more["counts"]["train"]["instances"])
+
+
+REAL = Path(__file__).parents[2].parent / "shared" / "data" / "real"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} is absent")
+def test_real_data_split_is_by_subject_and_stratified():
+    pairs = find_pairs(REAL)
+    assert len(pairs) == 61
+    split = split_subjects(pairs, 0.25, seed=0)
+    val_sources = [source_of(s) for s in split["val"]]
+    assert val_sources.count("chu2015") == 4 and val_sources.count("myosegmentum") == 11
+    assert not set(split["train"]) & set(split["val"])
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} is absent")
+def test_real_volume_exports_like_its_label_map(tmp_path):
+    from spine.prepare import export_subject
+    from spine.via import read_via, regions_to_masks
+    from spine.volume import load_label_map, load_volume
+
+    pair = [p for p in find_pairs(REAL) if p.subject == "myosegmentum_01"][0]
+    entries = export_subject(pair.image, pair.labels, pair.subject, tmp_path, 20, 0)
+    vol = load_volume(pair.image)
+    labels = load_label_map(pair.labels, like=vol)
+    entry = entries[len(entries) // 2]
+    s = int(entry["filename"].rsplit("_s", 1)[1][:3])
+    image = read_via({"k": entry})[0]
+    masks = regions_to_masks(image.regions, labels.shape[1:])
+    for k, value in enumerate(np.unique(labels[s][labels[s] > 0])):
+        truth = labels[s] == value
+        assert (masks[..., k] & truth).sum() / (masks[..., k] | truth).sum() >= 0.95
