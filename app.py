@@ -1,0 +1,350 @@
+"""SpineSeg: upload a sagittal spine MRI, see every vertebra, take the results away.
+
+Run with `streamlit run app.py`. This file holds layout, widgets and caching only; the
+work is done by spine.pipeline (segmentation) and spine.export (pictures and files).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import streamlit as st
+
+from spine import export, pipeline
+from spine.errors import SpineInputError
+from spine.levels import SPINE_LEVELS
+from spine.volume import load_volume
+
+logger = logging.getLogger("spineseg.app")
+
+st.set_page_config(page_title="SpineSeg", page_icon=":bone:", layout="wide")
+state = st.session_state
+EXAMPLE = "the example scan"
+LEVELS = SPINE_LEVELS  # names a user can give the lowest vertebra found
+# Headers and number formats of the measurement tables (keys as in *.measurements()).
+COLUMNS = {
+    "level": st.column_config.TextColumn("Level"),
+    "score": st.column_config.NumberColumn("Score", format="%.2f"),
+    "area_mm2": st.column_config.NumberColumn("Area (mm²)", format="%.0f"),
+    "height_mm": st.column_config.NumberColumn("Height (mm)", format="%.1f"),
+    "volume_mm3": st.column_config.NumberColumn("Volume (mm³)", format="%.0f"),
+    "slices": st.column_config.NumberColumn("Slices"),
+}
+
+
+# ----------------------------------------------------------------------------- model
+@st.cache_resource(show_spinner="Loading the model (once per server)...")
+def cached_segmenter(weights: str, config: str, stamp: float) -> pipeline.Segmenter:
+    """One model per server process; `stamp` (the file's mtime) reloads changed weights."""
+    return pipeline.load_segmenter(weights, config)
+
+
+def get_segmenter() -> pipeline.Segmenter:
+    weights, config = pipeline.resolve_model_paths()
+    if not weights.is_file():  # fail before touching the cache, with the pipeline's message
+        return pipeline.load_segmenter(weights, config)
+    return cached_segmenter(str(weights), str(config), weights.stat().st_mtime)
+
+
+def guarded(action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run fn; any failure ends in st.error (never a traceback) and returns None."""
+    try:
+        return fn(*args, **kwargs)
+    except SpineInputError as exc:
+        st.error(str(exc))
+    except MemoryError:
+        st.error(
+            f"Out of memory while {action}. Try a smaller scan, or segment one slice at a time."
+        )
+    except Exception as exc:  # the page must stay usable whatever happens
+        logger.exception("failed while %s", action)
+        st.error(f"Something went wrong while {action}: {type(exc).__name__}: {exc}")
+    return None
+
+
+# ----------------------------------------------------------------------------- scan state
+def set_scan(volume: Any, origin: str) -> None:
+    """Make volume the current scan and forget results and settings of the previous one."""
+    state.volume, state.origin = volume, origin
+    state.scan_id = state.get("scan_id", 0) + 1
+    state.slice_results, state.volume_result, state.load_error = {}, None, None
+    state.files_memo, state.window_memo = {}, {}
+    state.slice = volume.num_slices // 2
+    for key in ("manual_window", "manual_level"):
+        state.pop(key, None)  # sidebar_display sets them from the new scan
+
+
+def load_into_state(origin: str, fn: Any, *args: Any) -> None:
+    """Load a scan with fn(*args); on failure keep the message and show no scan."""
+    try:
+        set_scan(fn(*args), origin)
+    except SpineInputError as exc:
+        state.volume, state.load_error = None, str(exc)
+    except MemoryError:
+        state.volume, state.load_error = None, "Out of memory while reading the scan."
+    except Exception as exc:
+        logger.exception("could not load %s", origin)
+        state.volume = None
+        state.load_error = f"Could not read {origin}: {type(exc).__name__}: {exc}"
+
+
+def pipeline_window(volume: Any, low: float, high: float) -> tuple[float, float]:
+    """Percentile window of the current scan, memoised per scan and percentiles."""
+    key = (state.get("scan_id", 0), low, high)
+    memo = state.setdefault("window_memo", {})
+    if key not in memo:
+        memo[key] = export.percentile_window(volume, low, high)
+    return memo[key]
+
+
+def load_path() -> None:
+    load_into_state(
+        state.path_text,
+        lambda text: load_volume(pipeline.resolve_data_path(text)),
+        state.path_text,
+    )
+
+
+def load_example() -> None:
+    load_into_state(EXAMPLE, pipeline.example_scan)
+
+
+# ----------------------------------------------------------------------------- sidebar
+def sidebar_inputs() -> None:
+    st.sidebar.header("1 · Bring a scan")
+    upload = st.sidebar.file_uploader(
+        "Sagittal MRI as NIfTI (.nii or .nii.gz)",
+        type=["nii", "gz"],
+        key="upload",
+        help="One 3D sagittal series. Convert DICOM first, e.g. with dcm2niix.",
+    )
+    if upload is not None and upload.file_id != state.get("upload_id"):
+        state.upload_id = upload.file_id
+        name = upload.name.removesuffix(".gz").removesuffix(".nii")
+        load_into_state(upload.name, load_volume, upload.getvalue(), name)
+    elif upload is None:
+        state.upload_id = None
+
+    data_dir = os.environ.get(pipeline.DATA_DIR_ENV)
+    with st.sidebar.form("path_form", border=False):
+        st.text_input(
+            "...or a file on this server",
+            key="path_text",
+            placeholder="subject01.nii.gz",
+            help=f"Relative to the data folder {data_dir}" if data_dir else
+            "Switched off: the server has no SPINE_DATA_DIR",
+        )
+        st.form_submit_button("Open file", on_click=load_path)
+    st.sidebar.button("Try an example scan", on_click=load_example, key="example")
+
+
+def sidebar_model() -> None:
+    """Which model segments, so a missing one is no surprise."""
+    weights, config = pipeline.resolve_model_paths()
+    if weights.is_file():
+        name = config.name if hasattr(config, "name") else "given config"
+        st.sidebar.caption(f"Model: {weights.name} ({name})")
+    else:
+        st.sidebar.caption(f"Model: {weights.name} is not installed; viewing works, "
+                           "segmenting needs it (see README).")
+
+
+def sidebar_display(volume: Any) -> tuple[float, float]:
+    """Window/level controls; returns (window, level) for the slice shown."""
+    st.sidebar.header("2 · Display")
+    mode = st.sidebar.radio(
+        "Contrast", ["Auto (percentiles)", "Window / level"], horizontal=True, key="contrast"
+    )
+    if mode.startswith("Auto"):
+        low, high = st.sidebar.slider(
+            "Percentile range", 0.0, 100.0, (0.5, 99.5), step=0.5, key="percentiles",
+            help="Intensities below/above these percentiles of the scan are black/white.",
+        )
+        return pipeline_window(volume, low, max(high, low + 0.5))
+    vmin, vmax = float(volume.data.min()), float(volume.data.max())
+    span = max(vmax - vmin, 1e-3)
+    auto_window, auto_level = pipeline_window(volume, 0.5, 99.5)
+    state.setdefault("manual_window", min(max(auto_window, span / 100), span))
+    state.setdefault("manual_level", min(max(auto_level, vmin), vmax))
+    window = st.sidebar.slider(
+        "Window (width)", span / 100, span, key="manual_window", format="%.4g"
+    )
+    level = st.sidebar.slider("Level (centre)", vmin, vmax, key="manual_level", format="%.4g")
+    return window, level
+
+
+def sidebar_naming() -> str:
+    """The name of the lowest vertebra found (the others are named upward from it)."""
+    return st.sidebar.selectbox(
+        "Lowest vertebra found is", LEVELS, index=LEVELS.index("L5"), key="lowest",
+        help="Vertebrae are named from their order: the lowest one found gets this name. "
+        "The training scans end at L5; pick S1 if the sacrum is outlined too.",
+    )
+
+
+def sidebar_overlay() -> dict[str, Any]:
+    st.sidebar.header("3 · Overlay")
+    return {
+        "alpha": st.sidebar.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="alpha"),
+        "outlines": st.sidebar.checkbox("Outlines", value=True, key="outlines"),
+        "boxes": st.sidebar.checkbox("Boxes", value=False, key="boxes"),
+        "names": st.sidebar.checkbox("Level names", value=True, key="names"),
+        "scores": st.sidebar.checkbox("Scores", value=True, key="scores"),
+    }
+
+
+# ----------------------------------------------------------------------------- main area
+def scan_facts(volume: Any) -> None:
+    if state.get("origin") == EXAMPLE:
+        st.caption(pipeline.example_description(volume))
+    s, h, w = volume.data.shape
+    slice_mm, row_mm, col_mm = volume.spacing
+    st.markdown(
+        f"**{volume.name}** &nbsp;·&nbsp; {s} sagittal slices of {h} × {w} px "
+        f"&nbsp;·&nbsp; voxel {slice_mm:.2g} × {row_mm:.2g} × {col_mm:.2g} mm "
+        f"(slice × row × column) &nbsp;·&nbsp; orientation {volume.orientation}"
+    )
+
+
+def segment_buttons(volume: Any) -> None:
+    left, right = st.columns(2)
+    if left.button("Segment this slice", key="segment_slice", type="primary", width="stretch"):
+        index = state.slice
+        with st.spinner(f"Segmenting slice {index}..."):
+            result = guarded(
+                f"segmenting slice {index}",
+                lambda: get_segmenter().segment_slice(volume, index),
+            )
+        if result is not None:
+            state.slice_results[index] = result
+            state.files_memo = {k: v for k, v in state.files_memo.items() if k[1] != index}
+    if right.button(
+        f"Segment all {volume.num_slices} slices", key="segment_volume", width="stretch"
+    ):
+        bar = st.progress(0.0, text="Loading the model...")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Segmented {done} of {total} slices")
+
+        result = guarded(
+            "segmenting the volume",
+            lambda: get_segmenter().segment_volume(volume, progress=progress),
+        )
+        bar.empty()
+        if result is not None:  # supersedes the single-slice results
+            state.volume_result, state.slice_results = result, {}
+            state.files_memo = {}
+
+
+def current_result(index: int, lowest: str) -> tuple[Any, str]:
+    """(SliceResult or None, where it came from) for the slice shown, named up from
+    `lowest`; the newest wins (segmenting the volume clears the single-slice results)."""
+    if index in state.slice_results:
+        return state.slice_results[index].renamed(lowest), "slice"
+    if state.volume_result is not None:
+        return state.volume_result.renamed(lowest).slice_result(index), "volume"
+    return None, "slice"
+
+
+def legend(result: Any) -> None:
+    chips = []
+    positions = export.result_positions(result)
+    for level, pos in zip(result.levels, positions, strict=True):
+        r, g, b = (round(255 * c) for c in export.level_color(pos))
+        chips.append(
+            f'<span style="display:inline-block;margin:0 .9em .3em 0;white-space:nowrap">'
+            f'<span style="display:inline-block;width:.9em;height:.9em;border-radius:.2em;'
+            f'background:rgb({r},{g},{b});vertical-align:middle"></span>&nbsp;{level}</span>'
+        )
+    st.markdown("".join(chips), unsafe_allow_html=True)
+
+
+def downloads(volume: Any, index: int, picture: Any, source: str, lowest: str) -> None:
+    st.subheader("Take it away")
+    st.download_button(
+        "Overlay (PNG)", export.png_bytes(picture), f"{volume.name}_s{index:03d}_overlay.png",
+        "image/png", key="dl_png", width="stretch",
+    )
+    if source == "volume":
+        key, result, what = (state.scan_id, "volume", lowest), state.volume_result, "volume"
+    else:
+        key, result = (state.scan_id, index, lowest), state.slice_results[index]
+        what = f"slice {index}"
+    memo = state.files_memo
+    if key not in memo:  # built once per result, not on every slider move
+        memo[key] = export.result_files(volume, result.renamed(lowest))
+    files = memo[key]
+    for kind, label, tip in (
+        ("labels", f"Label map, {what} (NIfTI)", "Same grid and affine as the input scan."),
+        ("via", "Predictions for VIA (JSON)", "Polygons with level and score per slice."),
+        ("via_zip", "VIA project with slice images (ZIP)",
+         "Unzip, open the images in VGG Image Annotator 2 and import the JSON to correct."),
+        ("csv", "Measurements (CSV)", None),
+    ):  # fmt: skip
+        data, file_name, mime = files[kind]
+        st.download_button(
+            label, data, file_name, mime, key=f"dl_{kind}", help=tip, width="stretch"
+        )
+
+
+def main() -> None:
+    st.title("SpineSeg")
+    st.caption("Find and outline every vertebra in a sagittal spine MRI (Mask R-CNN).")
+    sidebar_inputs()
+    if state.get("load_error"):
+        st.error(state.load_error)
+    volume = state.get("volume")
+    if volume is None:
+        st.info(
+            "Upload a sagittal spine MRI (NIfTI) in the sidebar, open a file on the server, "
+            "or press **Try an example scan**. Then segment one slice or the whole volume "
+            "and download the label map, the overlay and the predictions."
+        )
+        sidebar_model()
+        return
+
+    window, level = sidebar_display(volume)
+    overlay = sidebar_overlay()
+    lowest = sidebar_naming()
+    scan_facts(volume)
+    image_col, side_col = st.columns([3, 2], gap="large")
+    with side_col:
+        segment_buttons(volume)
+    with image_col:
+        index = st.slider("Sagittal slice", 0, volume.num_slices - 1, key="slice")
+        result, source = current_result(index, lowest)
+        picture = guarded(
+            "drawing the slice",
+            export.render_slice, volume, index, window, level, result, **overlay,
+        )
+        if picture is not None:
+            st.image(
+                picture, width="stretch", output_format="PNG",  # no JPEG artefacts on MRI
+                caption=f"Slice {index} of {volume.num_slices}",
+            )
+    with side_col:
+        if result is None:
+            st.info("No segmentation on this slice yet.")
+        elif result.count == 0:
+            st.warning("No vertebra found on this slice.")
+        else:
+            st.subheader(f"{result.count} vertebra{'e' if result.count > 1 else ''}")
+            legend(result)
+            st.dataframe(
+                result.measurements(), hide_index=True, width="stretch", column_config=COLUMNS
+            )
+        if state.volume_result is not None:
+            with st.expander(f"Whole volume: {state.volume_result.count} bodies"):
+                st.dataframe(
+                    state.volume_result.renamed(lowest).measurements(), hide_index=True,
+                    width="stretch",
+                    column_config=COLUMNS,
+                )
+        if picture is not None and result is not None:
+            guarded("preparing the downloads", downloads, volume, index, picture, source, lowest)
+    sidebar_model()
+
+
+main()

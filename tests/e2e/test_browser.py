@@ -1,0 +1,104 @@
+"""The real page in headless Chromium: upload a scan, segment it, download the label map.
+
+Runs `streamlit run app.py` with the tiny untrained model (see tests/app/conftest.py):
+this checks that the page works end to end in a browser, not how accurate the model is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from spine.phantom import make_phantom
+from spine.pipeline import DEFAULT_WEIGHTS
+from spine.volume import save_nifti
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    phantom = make_phantom(5, size=96, num_slices=6, orientation="PIR")
+    path = tmp_path_factory.mktemp("upload") / "browser_phantom.nii.gz"
+    save_nifti(phantom.image, path)
+    return path, phantom.image.affine
+
+
+def test_upload_segment_and_download_the_label_maps(page, app_url, scan):
+    path, affine = scan
+    page.goto(app_url)
+    page.get_by_role("button", name="Try an example scan").wait_for()
+
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text("6 sagittal slices of 96 × 96 px").wait_for()
+
+    page.get_by_role("button", name="Segment this slice").click()
+    download_button = page.get_by_role("button", name=re.compile(r"Label map, slice \d+"))
+    download_button.wait_for()
+    overlay = page.locator('[data-testid="stImage"] img').first
+    overlay.wait_for()
+    assert page.evaluate("(img) => img.naturalWidth", overlay.element_handle()) >= 640
+    assert page.get_by_text("Something went wrong").count() == 0
+
+    with page.expect_download() as info:
+        download_button.click()
+    download = info.value
+    assert download.suggested_filename.endswith("_vertebrae.nii.gz")
+    labels = nib.Nifti1Image.from_bytes(gzip.decompress(Path(download.path()).read_bytes()))
+    np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
+    assert labels.shape == nib.load(path).shape
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "segmented_slice.png"), full_page=True)
+
+    page.get_by_role("button", name="Segment all 6 slices").click()
+    volume_button = page.get_by_role("button", name="Label map, volume (NIfTI)")
+    volume_button.wait_for()
+    with page.expect_download() as info:
+        volume_button.click()
+    labels = nib.Nifti1Image.from_bytes(gzip.decompress(Path(info.value.path()).read_bytes()))
+    np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
+    assert labels.shape == nib.load(path).shape
+    page.screenshot(path=str(ARTIFACTS / "segmented_volume.png"), full_page=True)
+
+
+def test_bad_upload_shows_an_error_in_the_browser(page, app_url, tmp_path):
+    bad = tmp_path / "not_a_scan.nii.gz"
+    bad.write_bytes(b"hello, I am not a scan")
+    page.goto(app_url)
+    page.get_by_role("button", name="Try an example scan").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(bad))
+    alert = page.locator('[data-testid="stAlertContentError"]').filter(has_text="NIfTI")
+    alert.wait_for()
+    assert "Traceback" not in alert.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "bad_upload.png"), full_page=True)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SPINESEG_README_SCREENSHOT"),
+    reason="opt-in: SPINESEG_README_SCREENSHOT=1 refreshes docs/screenshot.png",
+)
+def test_readme_screenshot(start_app, page, tmp_path):
+    """docs/screenshot.png: the example scan with the bundled model (if installed) over it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPINESEG_")}
+    with start_app(env, tmp_path / "server.log") as url:
+        page.goto(url)
+        page.get_by_role("button", name="Try an example scan").click()
+        page.get_by_text("sagittal slices of").wait_for()
+        if DEFAULT_WEIGHTS.is_file():
+            page.get_by_role("button", name=re.compile(r"Segment all \d+ slices")).click()
+            page.get_by_text("Whole volume").wait_for()
+        page.locator('[data-testid="stImage"] img').first.wait_for()
+        page.wait_for_timeout(1500)
+        docs = Path(__file__).resolve().parents[2] / "docs"
+        docs.mkdir(exist_ok=True)
+        page.screenshot(path=str(docs / "screenshot.png"))
