@@ -169,14 +169,16 @@ class Config:
         """Write the primary fields to a TOML file (derived fields are recomputed on load)."""
         import tomli_w
 
-        data = {k: v for k, v in self.to_dict().items() if k not in DERIVED_FIELDS and v is not None}
+        data = {
+            k: v for k, v in self.to_dict().items() if k not in DERIVED_FIELDS and v is not None
+        }
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(tomli_w.dumps(data))
         tmp.replace(path)
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> "Config":
+    def from_toml(cls, path: str | Path, **overrides: Any) -> Config:
         """Build a config from a TOML file of field = value pairs, then apply overrides.
 
         Keys may be written in any case (backbone or BACKBONE). Unknown keys are an error,
@@ -197,7 +199,7 @@ class Config:
                 fields[tuple_field] = tuple(fields[tuple_field])
         return cls(**fields)
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         """A copy of this config with some fields changed."""
         fields = {k: v for k, v in self.to_dict().items() if k not in DERIVED_FIELDS}
         fields.update({k.upper(): v for k, v in overrides.items()})

@@ -1,0 +1,160 @@
+"""Inference detection layer: refine ROIs, drop background and weak scores, per-class NMS, pad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from keras import layers, ops
+
+from mrcnn import boxes as box_utils
+from mrcnn import ops as mops
+from mrcnn.rpn import clamp_size_deltas
+
+
+def window_from_meta(image_meta: Any, image_shape: tuple[int, int]) -> Any:
+    """The normalized window (y1, x1, y2, x2) of the real image inside the padded input.
+
+    image_meta: [B, META] laid out as compose_image_meta (window at columns 7..10, pixels).
+    Returns [B, 4] normalized with norm_boxes semantics.
+    """
+    window = ops.cast(image_meta[:, 7:11], "float32")  # [B, 4] pixels
+    return box_utils.norm_boxes_graph(window, image_shape)
+
+
+def refine_detections(
+    rois: Any,
+    probs: Any,
+    deltas: Any,
+    window: Any,
+    bbox_std_dev: tuple[float, ...],
+    min_confidence: float,
+    nms_threshold: float,
+    max_instances: int,
+) -> Any:
+    """Detections of one image.
+
+    rois: [N, 4] normalized; probs: [N, C]; deltas: [N, C, 4]; window: [4] normalized.
+    Returns [max_instances, (y1, x1, y2, x2, class_id, score)], zero-padded, by score.
+    """
+    num_classes = probs.shape[1]
+    class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")  # [N]
+    one_hot = ops.one_hot(class_ids, num_classes, dtype="float32")  # [N, C]
+    scores = ops.sum(probs * one_hot, axis=1)  # [N]
+    class_deltas = ops.sum(deltas * one_hot[:, :, None], axis=1)  # [N, 4]
+    class_deltas = class_deltas * ops.convert_to_tensor(np.array(bbox_std_dev, np.float32))
+    refined = box_utils.apply_box_deltas_graph(rois, clamp_size_deltas(class_deltas))
+    refined = box_utils.clip_boxes_graph(refined, window)  # [N, 4]
+
+    keep = ops.logical_and(class_ids > 0, scores >= min_confidence)
+    # Per-class NMS in one call: shift each class to its own region of the plane (boxes are
+    # within [0, 1]), so boxes of different classes never overlap.
+    offset = ops.cast(class_ids, "float32")[:, None] * 2.0
+    nms_scores = ops.where(keep, scores, -1.0)
+    kept = mops.non_max_suppression(
+        refined + offset, nms_scores, max_instances, nms_threshold, score_threshold=-0.5
+    )  # [max_instances], -1 padded, by descending score
+    valid = ops.cast(kept >= 0, "float32")[:, None]
+    safe = ops.maximum(kept, 0)
+    detections = ops.concatenate(
+        [
+            ops.take(refined, safe, axis=0),
+            ops.cast(ops.take(class_ids, safe), "float32")[:, None],
+            ops.take(scores, safe)[:, None],
+        ],
+        axis=1,
+    )
+    return detections * valid
+
+
+class DetectionLayer(layers.Layer):
+    """Final detections of the inference graph.
+
+    Inputs: rois [B, N, 4], mrcnn_class [B, N, C] probabilities, mrcnn_bbox [B, N, C, 4],
+    image_meta [B, META]. Output [B, max_instances, (y1, x1, y2, x2, class_id, score)]
+    with normalized coordinates, zero-padded.
+    """
+
+    def __init__(
+        self,
+        bbox_std_dev: tuple[float, ...],
+        min_confidence: float,
+        nms_threshold: float,
+        max_instances: int,
+        image_shape: tuple[int, int],
+        batch_size: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bbox_std_dev = tuple(float(v) for v in np.ravel(bbox_std_dev))
+        self.min_confidence = float(min_confidence)
+        self.nms_threshold = float(nms_threshold)
+        self.max_instances = int(max_instances)
+        self.image_shape = tuple(int(v) for v in image_shape[:2])
+        self.batch_size = int(batch_size)
+
+    def call(self, rois: Any, mrcnn_class: Any, mrcnn_bbox: Any, image_meta: Any) -> Any:
+        window = window_from_meta(image_meta, self.image_shape)  # [B, 4]
+        outputs = [
+            refine_detections(
+                rois[b], mrcnn_class[b], mrcnn_bbox[b], window[b], self.bbox_std_dev,
+                self.min_confidence, self.nms_threshold, self.max_instances,
+            )
+            for b in range(self.batch_size)
+        ]
+        return ops.stack(outputs, axis=0)
+
+    def compute_output_shape(self, rois_shape: Any, mrcnn_class_shape: Any, mrcnn_bbox_shape: Any,
+                             image_meta_shape: Any) -> tuple:
+        return (rois_shape[0], self.max_instances, 6)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            bbox_std_dev=self.bbox_std_dev, min_confidence=self.min_confidence,
+            nms_threshold=self.nms_threshold, max_instances=self.max_instances,
+            image_shape=self.image_shape, batch_size=self.batch_size,
+        )
+        return config
+
+
+def unmold_detections(
+    detections: np.ndarray,
+    mrcnn_mask: np.ndarray,
+    original_image_shape: tuple[int, ...],
+    image_shape: tuple[int, ...],
+    window: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One image's network output -> Matterport's results at the original image size.
+
+    detections: [D, (y1, x1, y2, x2, class_id, score)] normalized, zero-padded;
+    mrcnn_mask: [D, mh, mw, num_classes]; window: (y1, x1, y2, x2) pixels of the image in
+    the molded input. Returns rois int32 [N, 4], class_ids int32 [N], scores float32 [N],
+    masks bool [H, W, N].
+    """
+    from mrcnn import utils
+
+    zero_ix = np.where(detections[:, 4] == 0)[0]
+    n = int(zero_ix[0]) if zero_ix.shape[0] > 0 else detections.shape[0]
+    boxes = detections[:n, :4]
+    class_ids = detections[:n, 4].astype(np.int32)
+    scores = detections[:n, 5].astype(np.float32)
+    masks = mrcnn_mask[np.arange(n), :, :, class_ids]  # [N, mh, mw]
+
+    # Boxes are normalized to the molded image; express them in the window, then denormalize.
+    wy1, wx1, wy2, wx2 = box_utils.norm_boxes(np.asarray(window)[None], image_shape[:2])[0]
+    shift = np.array([wy1, wx1, wy1, wx1])
+    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
+    boxes = box_utils.denorm_boxes((boxes - shift) / scale, original_image_shape[:2])
+
+    # Drop boxes with no area (they can appear at the window's border).
+    keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
+    boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
+    height, width = int(original_image_shape[0]), int(original_image_shape[1])
+    if boxes.shape[0]:
+        pairs = zip(masks, boxes, strict=True)
+        full_masks = np.stack([utils.unmold_mask(m, b, original_image_shape) for m, b in pairs],
+                              axis=-1)
+    else:
+        full_masks = np.zeros((height, width, 0), dtype=bool)
+    return boxes.astype(np.int32), class_ids, scores, full_masks.astype(bool)

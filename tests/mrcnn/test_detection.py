@@ -1,0 +1,73 @@
+"""Inference detection layer and unmolding to the original image."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from mrcnn.detection import DetectionLayer, refine_detections, unmold_detections
+
+
+def _refine(rois, probs, deltas, max_instances=4, min_confidence=0.5, nms=0.3):
+    out = refine_detections(rois, probs, deltas, np.array([0, 0, 1, 1], np.float32),
+                            (0.1, 0.1, 0.2, 0.2), min_confidence, nms, max_instances)
+    return keras.ops.convert_to_numpy(out)
+
+
+def test_background_weak_and_duplicate_detections_are_dropped_and_padded():
+    rois = np.array([[0.1, 0.1, 0.5, 0.5], [0.11, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9],
+                     [0.2, 0.2, 0.3, 0.3], [0.5, 0.1, 0.9, 0.4]], np.float32)
+    probs = np.array([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.1, 0.0, 0.9], [0.9, 0.1, 0.0],
+                      [0.6, 0.4, 0.0]], np.float32)
+    out = _refine(rois, probs, np.zeros((5, 3, 4), np.float32))
+    assert out.shape == (4, 6)
+    # ROI 1 is suppressed by ROI 0 (same class), ROI 3 is background, ROI 4 scores 0.4 < 0.5.
+    np.testing.assert_allclose(out[:2, 5], [0.9, 0.9])
+    np.testing.assert_array_equal(sorted(out[:2, 4]), [1, 2])
+    np.testing.assert_array_equal(out[2:], 0.0)
+
+
+def test_overlapping_boxes_of_different_classes_are_both_kept():
+    rois = np.array([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5]], np.float32)
+    probs = np.array([[0.1, 0.9, 0.0], [0.2, 0.0, 0.8]], np.float32)
+    out = _refine(rois, probs, np.zeros((2, 3, 4), np.float32))
+    np.testing.assert_array_equal(out[:2, 4], [1, 2])
+
+
+def test_class_specific_deltas_refine_and_the_window_clips():
+    rois = np.array([[0.5, 0.5, 0.9, 0.9]], np.float32)
+    probs = np.array([[0.0, 0.0, 1.0]], np.float32)
+    deltas = np.zeros((1, 3, 4), np.float32)
+    deltas[0, 2] = [1.0, 0.0, 0.0, 0.0]  # dy = 0.1 * 0.4 -> moves down by 0.04
+    deltas[0, 1] = [9.0, 9.0, 9.0, 9.0]  # other class: ignored
+    out = _refine(rois, probs, deltas)
+    np.testing.assert_allclose(out[0, :4], [0.54, 0.5, 0.94, 0.9], atol=1e-5)
+    out = refine_detections(rois, probs, deltas * 3, np.array([0, 0, 0.8, 1], np.float32),
+                            (0.1, 0.1, 0.2, 0.2), 0.5, 0.3, 2)
+    assert float(keras.ops.convert_to_numpy(out)[0, 2]) <= 0.8 + 1e-6
+
+
+def test_detection_layer_reads_the_window_from_image_meta():
+    layer = DetectionLayer((0.1, 0.1, 0.2, 0.2), 0.5, 0.3, 3, (11, 11), batch_size=1)
+    meta = np.zeros((1, 14), np.float32)
+    meta[0, 7:11] = [0, 0, 6, 11]  # rows 0..5 of an 11 px image: y2 <= 0.5
+    rois = np.array([[[0.2, 0.2, 0.9, 0.9]]], np.float32)
+    out = keras.ops.convert_to_numpy(layer(rois, np.array([[[0, 1.0]]], np.float32),
+                                           np.zeros((1, 1, 2, 4), np.float32), meta))
+    assert out.shape == (1, 3, 6)
+    np.testing.assert_allclose(out[0, 0, :4], [0.2, 0.2, 0.5, 0.9], atol=1e-5)
+
+
+def test_unmold_maps_boxes_and_masks_back_to_the_original_image():
+    # A 64 px molded image holding a 32x64 original scaled by 1: window rows 16..48.
+    window = np.array([16, 0, 48, 64])
+    det = np.zeros((3, 6), np.float32)
+    det[0] = [24 / 63, 8 / 63, 39 / 63, 31 / 63, 2, 0.9]  # pixels (24, 8, 40, 32)
+    mask = np.zeros((3, 14, 14, 3), np.float32)
+    mask[0, :, :, 2] = 1.0
+    rois, ids, scores, masks = unmold_detections(det, mask, (32, 64, 3), (64, 64, 3), window)
+    np.testing.assert_array_equal(rois, [[8, 8, 24, 32]])
+    np.testing.assert_array_equal(ids, [2])
+    np.testing.assert_allclose(scores, [0.9])
+    assert masks.shape == (32, 64, 1) and masks.dtype == bool
+    assert masks[8:24, 8:32, 0].all() and masks.sum() == 16 * 24

@@ -1,0 +1,134 @@
+"""MaskRCNN: graph shapes, trainable layers, a learning training step, detect, checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from shapes import make_shapes
+from tiny import random_images, tiny_config, training_batch
+
+from mrcnn.model import MaskRCNN, build_model
+
+
+@pytest.fixture(scope="module")
+def config():
+    return tiny_config()
+
+
+def test_training_graph_output_shapes(config):
+    model = build_model(config, "training")
+    out = model(training_batch(config), training=False)
+    shapes = {k: tuple(v.shape) for k, v in out.items()}
+    anchors = (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1) * 3
+    assert shapes["rpn_class_logits"] == (2, anchors, 2)
+    assert shapes["rpn_bbox"] == (2, anchors, 4)
+    assert shapes["rpn_rois"] == (2, 64, 4)
+    assert shapes["output_rois"] == (2, 16, 4)
+    assert shapes["target_class_ids"] == (2, 16)
+    assert shapes["target_mask"] == (2, 16, 28, 28)
+    assert shapes["mrcnn_class_logits"] == (2, 16, 4)
+    assert shapes["mrcnn_bbox"] == (2, 16, 4, 4)
+    assert shapes["mrcnn_mask"] == (2, 16, 28, 28, 4)
+
+
+def test_inference_graph_output_shapes(config):
+    model = build_model(config, "inference")
+    batch = training_batch(config)
+    out = model({k: batch[k] for k in ("input_image", "input_image_meta")})
+    assert tuple(out["detections"].shape) == (2, 8, 6)
+    assert tuple(out["mrcnn_mask"].shape) == (2, 8, 28, 28, 4)
+    assert tuple(out["mrcnn_class"].shape) == (2, 32, 4)
+
+
+def _weights(model, names):
+    return {n: [keras.ops.convert_to_numpy(w).copy() for w in model.get_layer(n).weights]
+            for n in names}
+
+
+def test_heads_training_leaves_the_backbone_unchanged(config, tmp_path):
+    mrcnn = MaskRCNN("training", config, tmp_path)
+    mrcnn.set_trainable("heads")
+    mrcnn.compile(0.01, 0.9)
+    backbone = ["conv1", "bn_conv1", "res2a_branch2a", "res5b_branch2b", "bn5b_branch2b"]
+    heads = ["fpn_c5p5", "fpn_p2", "mrcnn_class_logits", "rpn_model"]
+    before = _weights(mrcnn.keras_model, backbone + heads)
+    mrcnn.keras_model.train_on_batch(training_batch(config))
+    after = _weights(mrcnn.keras_model, backbone + heads)
+    for name in backbone:
+        for a, b in zip(before[name], after[name], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    for name in heads:
+        pairs = zip(before[name], after[name], strict=True)
+        assert any(not np.array_equal(a, b) for a, b in pairs), name
+
+
+def test_training_steps_reduce_the_loss_on_a_fixed_batch(config, tmp_path):
+    keras.utils.set_random_seed(0)
+    mrcnn = MaskRCNN("training", config, tmp_path)
+    mrcnn.set_trainable("all")
+    mrcnn.compile(0.01, 0.9)
+    batch = training_batch(config)
+    logs = [mrcnn.keras_model.train_on_batch(batch, return_dict=True) for _ in range(10)]
+    assert set(logs[0]) >= {"loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+                            "mrcnn_bbox_loss", "mrcnn_mask_loss"}
+    first = logs[0]["rpn_class_loss"] + logs[0]["rpn_bbox_loss"]
+    last = logs[-1]["rpn_class_loss"] + logs[-1]["rpn_bbox_loss"]
+    assert last < 0.7 * first
+    assert np.isfinite(logs[-1]["loss"])
+
+
+def test_detect_returns_one_result_per_image_at_its_original_size(config, tmp_path):
+    mrcnn = MaskRCNN("inference", config, tmp_path)
+    images = random_images(3) + [np.zeros((80, 40, 3), np.uint8)]
+    results = mrcnn.detect(images)  # batch 2: two full batches; a 3-image call pads one
+    assert len(results) == 4
+    for image, r in zip(images, results, strict=True):
+        n = len(r["class_ids"])
+        assert r["rois"].shape == (n, 4) and r["rois"].dtype == np.int32
+        assert r["scores"].shape == (n,) and r["class_ids"].dtype == np.int32
+        assert r["masks"].shape == (*image.shape[:2], n) and r["masks"].dtype == bool
+    assert len(mrcnn.detect(images[:3])) == 3
+
+
+def test_detect_needs_inference_mode(config, tmp_path):
+    with pytest.raises(ValueError, match="inference"):
+        MaskRCNN("training", config, tmp_path).detect(random_images(1))
+
+
+def test_train_writes_a_checkpoint_per_epoch_and_find_last_resumes(tmp_path):
+    config = tiny_config(STEPS_PER_EPOCH=2)
+    data = make_shapes(6, seed=0, size=64, max_size=24)
+    mrcnn = MaskRCNN("training", config, tmp_path)
+    mrcnn.train(data, data, learning_rate=0.001, epochs=2, layers="heads")
+    files = sorted(os.listdir(mrcnn.log_dir))
+    assert "mask_rcnn_tiny_0001.weights.h5" in files and "mask_rcnn_tiny_0002.weights.h5" in files
+    assert "history.csv" in files
+    assert not [f for f in files if f.startswith(".tmp")]
+    assert mrcnn.epoch == 2
+    last = mrcnn.find_last()
+    assert last.endswith("mask_rcnn_tiny_0002.weights.h5")
+    resumed = MaskRCNN("training", config, tmp_path)
+    resumed.load_weights(last, by_name=True)
+    assert resumed.epoch == 2 and resumed.log_dir == mrcnn.log_dir
+    resumed.train(data, None, learning_rate=0.001, epochs=3, layers="heads")
+    assert resumed.find_last().endswith("mask_rcnn_tiny_0003.weights.h5")
+
+
+def test_set_log_dir_parses_matterport_checkpoint_names(config, tmp_path):
+    mrcnn = MaskRCNN("inference", config, tmp_path)
+    mrcnn.set_log_dir(os.path.join(tmp_path, "tiny20240131T0959", "mask_rcnn_tiny_0007.h5"))
+    assert mrcnn.epoch == 7 and mrcnn.log_dir.endswith("tiny20240131T0959")
+    assert mrcnn.checkpoint_path.endswith("mask_rcnn_tiny_{epoch:04d}.weights.h5")
+
+
+def test_find_last_without_checkpoints_raises(config, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        MaskRCNN("inference", config, tmp_path).find_last()
+
+
+def test_unknown_mode_is_rejected(config, tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        MaskRCNN("eval", config, tmp_path)
