@@ -1,0 +1,217 @@
+"""spine-train: the paper's training schedule (network heads first, then all layers).
+
+    spine-train --data DIR --config configs/paper.toml --weights coco|imagenet|last|PATH|none
+
+DIR is either the paper's layout written by spine-prepare (DIR/train and DIR/val, each a
+folder of slice images with via_region_data.json) or a folder of volumes (NAME.nii.gz +
+NAME_vertebrae.nii.gz), which is split by subject exactly as spine-prepare splits it.
+Every config field can be overridden with --set KEY=VALUE. A checkpoint is written after
+every epoch; `--weights last` resumes the newest run at the epoch where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spine.errors import MissingWeightsError, SpineInputError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS_DIR = REPO_ROOT / "weights"
+COCO_WEIGHTS = WEIGHTS_DIR / "mask_rcnn_coco.h5"
+# Matterport's COCO heads are for 81 classes: they are re-initialised for ours.
+COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
+
+
+@dataclass
+class Schedule:
+    """Epoch counts per stage. Epoch numbers are cumulative, as in Matterport's train()."""
+
+    heads_epochs: int = 20
+    all_epochs: int = 20
+
+    def stages(self) -> list[tuple[str, int]]:
+        """[(layers, last epoch of the stage)] in training order, empty stages dropped."""
+        stages = []
+        if self.heads_epochs > 0:
+            stages.append(("heads", self.heads_epochs))
+        if self.all_epochs > 0:
+            stages.append(("all", self.heads_epochs + self.all_epochs))
+        return stages
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """["IMAGE_MAX_DIM=512", "backbone=resnet50"] -> {"IMAGE_MAX_DIM": 512, "BACKBONE": "resnet50"}.
+
+    Values are read as Python literals where possible (numbers, lists, booleans), otherwise
+    kept as strings.
+    """
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SpineInputError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        overrides[key.strip().upper()] = value
+    return overrides
+
+
+def load_training_config(config_path: Path, overrides: dict[str, Any]):
+    """Config + schedule from a TOML file; overrides apply to both (HEADS_EPOCHS, ALL_EPOCHS)."""
+    from mrcnn.config import Config, load_schedule
+
+    if not config_path.is_file():
+        raise SpineInputError(f"config file not found: {config_path}")
+    schedule_fields = load_schedule(config_path)
+    for key in ("HEADS_EPOCHS", "ALL_EPOCHS"):
+        if key in overrides:
+            schedule_fields[key.lower()] = int(overrides.pop(key))
+    try:
+        config = Config.from_toml(config_path, **overrides)
+    except ValueError as err:
+        raise SpineInputError(str(err)) from err
+    return config, Schedule(**schedule_fields)
+
+
+def load_datasets(data_dir: Path, config, seed: int = 0):
+    """(train, val) SpineDatasets from the paper's layout or from a folder of volumes."""
+    from spine.dataset import SpineDataset
+
+    if not data_dir.is_dir():
+        raise SpineInputError(f"data folder not found: {data_dir}")
+    train_dir, val_dir = data_dir / "train", data_dir / "val"
+    train, val = SpineDataset(), SpineDataset()
+    if train_dir.is_dir() and val_dir.is_dir():
+        train.load_via_folder(train_dir)
+        val.load_via_folder(val_dir)
+    else:
+        from spine.prepare import find_pairs, split_subjects
+
+        pairs = find_pairs(data_dir)
+        if not pairs:
+            raise SpineInputError(
+                f"{data_dir} has neither train/ and val/ folders (spine-prepare's layout) nor "
+                "NAME.nii.gz + NAME_vertebrae.nii.gz volume pairs"
+            )
+        split = split_subjects(pairs, seed=seed)
+        train.load_volumes([p for p in pairs if p.subject in split["train"]])
+        val.load_volumes([p for p in pairs if p.subject in split["val"]])
+    train.prepare()
+    val.prepare()
+    if train.num_images == 0 or val.num_images == 0:
+        raise SpineInputError(f"{data_dir}: no annotated slices in train or val")
+    return train, val
+
+
+def initial_weights(model, choice: str) -> None:
+    """Load the starting weights named by --weights (coco, imagenet, last, a path, none)."""
+    if choice == "none":
+        logger.info("training from random initialisation")
+    elif choice == "coco":
+        if not COCO_WEIGHTS.is_file():
+            raise MissingWeightsError(
+                f"--weights coco needs Matterport's COCO file at {COCO_WEIGHTS}. It cannot be "
+                "downloaded from here: get mask_rcnn_coco.h5 (Matterport Mask_RCNN release "
+                "v2.0) on a connected machine and copy it there, or use --weights imagenet/none."
+            )
+        model.load_weights(str(COCO_WEIGHTS), by_name=True, exclude=COCO_EXCLUDE)
+    elif choice == "imagenet":
+        try:
+            path = model.get_imagenet_weights()
+        except FileNotFoundError as err:
+            raise MissingWeightsError(str(err)) from err
+        model.load_weights(path, by_name=True)
+    elif choice == "last":
+        try:
+            path = model.find_last()
+        except FileNotFoundError as err:
+            raise MissingWeightsError(
+                f"--weights last: no checkpoint to resume under {model.model_dir} ({err})"
+            ) from err
+        model.load_weights(path, by_name=True)
+        logger.info("resuming %s at epoch %d", path, model.epoch)
+    else:
+        path = Path(choice)
+        if not path.is_file():
+            raise MissingWeightsError(f"weights file not found: {path}")
+        model.load_weights(str(path), by_name=True)
+
+
+def train(args: argparse.Namespace):
+    """Run the schedule; returns the MaskRCNN model after the last stage."""
+    from mrcnn.model import MaskRCNN
+    from spine.augment import SpineAugmenter
+
+    config, schedule = load_training_config(Path(args.config), parse_overrides(args.set or []))
+    if args.heads_epochs is not None:
+        schedule.heads_epochs = args.heads_epochs
+    if args.all_epochs is not None:
+        schedule.all_epochs = args.all_epochs
+    if args.steps_per_epoch is not None:
+        config = config.replace(STEPS_PER_EPOCH=args.steps_per_epoch)
+    train_set, val_set = load_datasets(Path(args.data), config, seed=args.seed)
+    logger.info(
+        "train: %d slices, val: %d slices; stages (layers, last epoch): %s",
+        train_set.num_images,
+        val_set.num_images,
+        schedule.stages(),
+    )
+
+    model = MaskRCNN(mode="training", config=config, model_dir=args.logs)
+    initial_weights(model, args.weights)
+    augmentation = None if args.no_augment else SpineAugmenter(seed=args.seed)
+    for layers, last_epoch in schedule.stages():
+        if model.epoch >= last_epoch:
+            logger.info("stage %s already done (epoch %d)", layers, model.epoch)
+            continue
+        model.train(
+            train_set,
+            val_set,
+            learning_rate=config.LEARNING_RATE,
+            epochs=last_epoch,
+            layers=layers,
+            augmentation=augmentation,
+        )
+    return model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spine-train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="spine-prepare output or a volume folder")
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "paper.toml"))
+    parser.add_argument(
+        "--weights", default="coco", help="coco | imagenet | last | none | PATH (.weights.h5/.h5)"
+    )
+    parser.add_argument("--logs", default=str(REPO_ROOT / "logs"), help="run folders go here")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--heads-epochs", type=int, help="epochs of stage 1 (heads)")
+    parser.add_argument("--all-epochs", type=int, help="epochs of stage 2 (all layers)")
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--seed", type=int, default=0, help="split and augmentation seed")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except SpineInputError as err:
+        print(f"spine-train: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
