@@ -29,9 +29,25 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-## bench: speed benchmarks (results in benchmarks/RESULTS.md)
-bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+## bench: speed benchmarks, ours vs torchvision (results in benchmarks/RESULTS.md)
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: bench-venv
+# A second venv with torch + torchvision beside the project requirements, so both models run
+# in one process (git-ignored; created from nothing, refreshed when requirements change).
+$(BENCH_STAMP): requirements.txt requirements-dev.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements.txt $(BENCH_TORCH) \
+		"$$(grep -E '^jax\[cpu\]==' requirements-dev.txt)"
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -24,7 +24,7 @@ from mrcnn.backbone import build_backbone
 from mrcnn.detection import DetectionLayer, unmold_detections
 from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph
 from mrcnn.rpn import ProposalLayer, build_rpn_model
-from mrcnn.targets import DetectionTargetLayer
+from mrcnn.targets import AddGtToProposals, DetectionTargetLayer
 
 logger = logging.getLogger(__name__)
 
@@ -177,12 +177,16 @@ def build_model(config: Any, mode: str) -> keras.Model:
 
     if mode == "training":
         gt_boxes = NormBoxes((h, w), name="norm_gt_boxes")(inputs["input_gt_boxes"])
+        target_proposals = rpn_rois
+        if getattr(config, "ADD_GT_TO_PROPOSALS", False):
+            target_proposals = AddGtToProposals(name="add_gt_to_proposals")(
+                rpn_rois, inputs["input_gt_class_ids"], gt_boxes)  # [B, G + P, 4]
         rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
             train_rois_per_image=config.TRAIN_ROIS_PER_IMAGE,
             roi_positive_ratio=config.ROI_POSITIVE_RATIO, bbox_std_dev=config.BBOX_STD_DEV,
             mask_shape=config.MASK_SHAPE, use_mini_mask=config.USE_MINI_MASK,
             batch_size=config.BATCH_SIZE, name="proposal_targets",
-        )(rpn_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"])
+        )(target_proposals, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"])
         class_logits, class_probs, bbox = fpn_classifier_graph(
             rois, mrcnn_feature_maps, pool_size=config.POOL_SIZE,
             fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, **head_args)
@@ -215,6 +219,47 @@ def build_model(config: Any, mode: str) -> keras.Model:
     outputs = dict(detections=detections, mrcnn_class=class_probs, mrcnn_bbox=bbox,
                    mrcnn_mask=masks, rpn_rois=rpn_rois, rpn_class=rpn_class, rpn_bbox=rpn_bbox)
     return keras.Model(inputs=inputs, outputs=outputs, name="mask_rcnn")
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """learning_rate * (step + 1) / warmup_steps for the first warmup_steps, then constant."""
+
+    def __init__(self, learning_rate: float, warmup_steps: int) -> None:
+        self.learning_rate = float(learning_rate)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: Any) -> Any:
+        fraction = (ops.cast(step, "float32") + 1.0) / float(max(self.warmup_steps, 1))
+        return self.learning_rate * ops.minimum(fraction, 1.0)
+
+    def get_config(self) -> dict:
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def build_optimizer(config: Any, learning_rate: float,
+                    momentum: float | None = None) -> keras.optimizers.Optimizer:
+    """config.OPTIMIZER ("sgd" as Matterport, "adam" or "adamw") with per-variable gradient
+    clipping at GRADIENT_CLIP_NORM and a linear warm-up over LEARNING_RATE_WARMUP_STEPS."""
+    name = str(getattr(config, "OPTIMIZER", "sgd")).lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
+    warmup = int(getattr(config, "LEARNING_RATE_WARMUP_STEPS", 0) or 0)
+    lr: Any = LinearWarmup(learning_rate, warmup) if warmup > 0 else float(learning_rate)
+    clip = config.GRADIENT_CLIP_NORM
+    if name == "sgd":
+        momentum = config.LEARNING_MOMENTUM if momentum is None else momentum
+        return keras.optimizers.SGD(learning_rate=lr, momentum=momentum, clipnorm=clip)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, clipnorm=clip)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.WEIGHT_DECAY,
+                                       clipnorm=clip)
+    # Matterport's decay skips BatchNorm gamma/beta; biases are left alone too.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
 
 
 def _jit_compile() -> bool | str:
@@ -308,9 +353,13 @@ class MaskRCNN:
                          type(layer).__name__, trainable)
 
     def compile(self, learning_rate: float, momentum: float) -> None:
-        """SGD with momentum and gradient clipping; the loss lives in the model."""
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         clipnorm=self.config.GRADIENT_CLIP_NORM)
+        """The config's optimizer (SGD with momentum by default) with gradient clipping and
+        optional linear warm-up; the loss lives in the model."""
+        optimizer = build_optimizer(self.config, learning_rate, momentum)
+        if isinstance(self.keras_model, MaskRCNNTrainingModel):
+            # AdamW decays the weights itself: no L2 term in the loss then.
+            decoupled = str(self.config.OPTIMIZER).lower() == "adamw"
+            self.keras_model.weight_decay = 0.0 if decoupled else float(self.config.WEIGHT_DECAY)
         self.keras_model.compile(optimizer=optimizer, jit_compile=_jit_compile())
 
     def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int,

@@ -176,3 +176,24 @@ class DetectionTargetLayer(layers.Layer):
             batch_size=self.batch_size, seed=self.seed,
         )
         return config
+
+
+class AddGtToProposals(layers.Layer):
+    """Append the ground-truth boxes to the RPN proposals (Detectron/torchvision; not Matterport).
+
+    Early in training the RPN proposals are poor, so few of them overlap a GT box and the heads
+    get few positive ROIs; the GT boxes themselves are perfect positives. Shapes stay static.
+    Inputs: proposals [B, N, 4] normalized, zero-padded; gt_class_ids [B, G] int;
+    gt_boxes [B, G, 4] normalized. Output: [B, G + N, 4]; the rows of padding and crowd GT
+    boxes (class id <= 0) are zero, which DetectionTargetLayer treats as padding.
+    """
+
+    def call(self, proposals: Any, gt_class_ids: Any, gt_boxes: Any) -> Any:
+        keep = ops.cast(ops.cast(gt_class_ids, "int32") > 0, "float32")[:, :, None]  # [B, G, 1]
+        gt = ops.cast(gt_boxes, "float32") * keep
+        return ops.stop_gradient(ops.concatenate([gt, ops.cast(proposals, "float32")], axis=1))
+
+    def compute_output_shape(self, proposals_shape: Any, gt_class_ids_shape: Any,
+                             gt_boxes_shape: Any) -> tuple:
+        n, g = proposals_shape[1], gt_boxes_shape[1]
+        return (proposals_shape[0], None if n is None or g is None else n + g, 4)
