@@ -36,14 +36,22 @@ class Schedule:
 
     heads_epochs: int = 20
     all_epochs: int = 20
+    # Optional stage 3: all layers for a few more epochs at a tenth of the learning rate.
+    finetune_epochs: int = 0
 
-    def stages(self) -> list[tuple[str, int]]:
-        """[(layers, last epoch of the stage)] in training order, empty stages dropped."""
+    def stages(self) -> list[tuple[str, int, float]]:
+        """[(layers, last epoch of the stage, learning-rate factor)] in training order,
+        empty stages dropped."""
         stages = []
-        if self.heads_epochs > 0:
-            stages.append(("heads", self.heads_epochs))
-        if self.all_epochs > 0:
-            stages.append(("all", self.heads_epochs + self.all_epochs))
+        last = 0
+        for layers, epochs, factor in (
+            ("heads", self.heads_epochs, 1.0),
+            ("all", self.all_epochs, 1.0),
+            ("all", self.finetune_epochs, 0.1),
+        ):
+            if epochs > 0:
+                last += epochs
+                stages.append((layers, last, factor))
         return stages
 
 
@@ -73,7 +81,7 @@ def load_training_config(config_path: Path, overrides: dict[str, Any]):
     if not config_path.is_file():
         raise SpineInputError(f"config file not found: {config_path}")
     schedule_fields = load_schedule(config_path)
-    for key in ("HEADS_EPOCHS", "ALL_EPOCHS"):
+    for key in ("HEADS_EPOCHS", "ALL_EPOCHS", "FINETUNE_EPOCHS"):
         if key in overrides:
             schedule_fields[key.lower()] = int(overrides.pop(key))
     try:
@@ -157,6 +165,8 @@ def train(args: argparse.Namespace):
         schedule.heads_epochs = args.heads_epochs
     if args.all_epochs is not None:
         schedule.all_epochs = args.all_epochs
+    if args.finetune_epochs is not None:
+        schedule.finetune_epochs = args.finetune_epochs
     if args.steps_per_epoch is not None:
         config = config.replace(STEPS_PER_EPOCH=args.steps_per_epoch)
     train_set, val_set = load_datasets(Path(args.data), config, seed=args.seed)
@@ -170,14 +180,14 @@ def train(args: argparse.Namespace):
     model = MaskRCNN(mode="training", config=config, model_dir=args.logs)
     initial_weights(model, args.weights)
     augmentation = None if args.no_augment else SpineAugmenter(seed=args.seed)
-    for layers, last_epoch in schedule.stages():
+    for layers, last_epoch, lr_factor in schedule.stages():
         if model.epoch >= last_epoch:
             logger.info("stage %s already done (epoch %d)", layers, model.epoch)
             continue
         model.train(
             train_set,
             val_set,
-            learning_rate=config.LEARNING_RATE,
+            learning_rate=config.LEARNING_RATE * lr_factor,
             epochs=last_epoch,
             layers=layers,
             augmentation=augmentation,
@@ -196,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     parser.add_argument("--heads-epochs", type=int, help="epochs of stage 1 (heads)")
     parser.add_argument("--all-epochs", type=int, help="epochs of stage 2 (all layers)")
+    parser.add_argument(
+        "--finetune-epochs", type=int, help="epochs of stage 3 (all layers at LR/10)"
+    )
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--seed", type=int, default=0, help="split and augmentation seed")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
