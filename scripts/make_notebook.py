@@ -19,7 +19,7 @@ CELLS = [
         "import os\n"
         "REPO = os.environ.get('SPINESEG_REPO', 'https://github.com/YOUR-ORG/spineseg')\n"
         "DATA_DIR = os.environ.get('SPINESEG_DATA', '/content/drive/MyDrive/spine_data')\n"
-        "CONFIG = os.environ.get('SPINESEG_CONFIG', 'configs/paper.toml')\n"
+        "CONFIG = os.environ.get('SPINESEG_TRAIN_CONFIG', 'configs/paper.toml')\n"
         "WEIGHTS = os.environ.get('SPINESEG_INIT', 'coco')  # coco/imagenet/last/none/PATH\n"
         "OVERRIDES = os.environ.get('SPINESEG_OVERRIDES', '').split()  # e.g. IMAGE_MAX_DIM=512\n"
         "WORK = os.environ.get('SPINESEG_WORK', '/content/spineseg_run')\n"

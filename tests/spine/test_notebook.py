@@ -25,7 +25,7 @@ def test_training_notebook_runs_headless_on_a_tiny_config(tmp_path, monkeypatch,
     config = tiny_config
     work = tmp_path / "work"
     for key, value in {
-        "SPINESEG_INSTALL": "0", "SPINESEG_DATA": str(data), "SPINESEG_CONFIG": str(config),
+        "SPINESEG_INSTALL": "0", "SPINESEG_DATA": str(data), "SPINESEG_TRAIN_CONFIG": str(config),
         "SPINESEG_INIT": "none", "SPINESEG_WORK": str(work), "SPINESEG_OVERRIDES": "",
     }.items():
         monkeypatch.setenv(key, value)
