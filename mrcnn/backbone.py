@@ -48,9 +48,20 @@ class BatchNorm(layers.BatchNormalization):
         return {**super().get_config(), "train_bn": self.train_bn}
 
 
-def _batch_norm(x: Any, name: str, train_bn: bool) -> Any:
-    """BatchNorm; train_bn=False runs it in inference mode always (frozen statistics)."""
-    return BatchNorm(train_bn=train_bn, name=name)(x)
+def _batch_norm(x: Any, name: str, train_bn: bool, zero_gamma: bool = False) -> Any:
+    """BatchNorm; train_bn=False runs it in inference mode always (frozen statistics).
+
+    zero_gamma starts the last BatchNorm of a residual branch at gamma = 0, so each block
+    starts as the identity (Goyal et al. 2017): faster, steadier training from scratch.
+    """
+    return BatchNorm(train_bn=train_bn, gamma_initializer="zeros" if zero_gamma else "ones",
+                     name=name)(x)
+
+
+def _conv(filters: int, kernel_size: int, name: str, **kwargs: Any) -> layers.Conv2D:
+    """A trunk convolution with He-normal initialisation (it feeds BatchNorm + ReLU)."""
+    return layers.Conv2D(filters, kernel_size, kernel_initializer="he_normal", name=name,
+                         **kwargs)
 
 
 def bottleneck_block(
@@ -70,14 +81,14 @@ def bottleneck_block(
     bn_base = f"bn{stage}{block}_branch"
     f1, f2, f3 = filters
     shortcut = x
-    y = layers.Conv2D(f1, 1, strides=strides, name=conv_base + "2a")(x)
+    y = _conv(f1, 1, strides=strides, name=conv_base + "2a")(x)
     y = layers.Activation("relu")(_batch_norm(y, bn_base + "2a", train_bn))
-    y = layers.Conv2D(f2, 3, padding="same", name=conv_base + "2b")(y)
+    y = _conv(f2, 3, padding="same", name=conv_base + "2b")(y)
     y = layers.Activation("relu")(_batch_norm(y, bn_base + "2b", train_bn))
-    y = layers.Conv2D(f3, 1, name=conv_base + "2c")(y)
-    y = _batch_norm(y, bn_base + "2c", train_bn)
+    y = _conv(f3, 1, name=conv_base + "2c")(y)
+    y = _batch_norm(y, bn_base + "2c", train_bn, zero_gamma=True)
     if shortcut_conv:
-        shortcut = layers.Conv2D(f3, 1, strides=strides, name=conv_base + "1")(x)
+        shortcut = _conv(f3, 1, strides=strides, name=conv_base + "1")(x)
         shortcut = _batch_norm(shortcut, bn_base + "1", train_bn)
     y = layers.Add()([y, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
@@ -96,12 +107,12 @@ def basic_block(
     conv_base = f"res{stage}{block}_branch"
     bn_base = f"bn{stage}{block}_branch"
     shortcut = x
-    y = layers.Conv2D(filters, 3, strides=strides, padding="same", name=conv_base + "2a")(x)
+    y = _conv(filters, 3, strides=strides, padding="same", name=conv_base + "2a")(x)
     y = layers.Activation("relu")(_batch_norm(y, bn_base + "2a", train_bn))
-    y = layers.Conv2D(filters, 3, padding="same", name=conv_base + "2b")(y)
-    y = _batch_norm(y, bn_base + "2b", train_bn)
+    y = _conv(filters, 3, padding="same", name=conv_base + "2b")(y)
+    y = _batch_norm(y, bn_base + "2b", train_bn, zero_gamma=True)
     if shortcut_conv:
-        shortcut = layers.Conv2D(filters, 1, strides=strides, name=conv_base + "1")(x)
+        shortcut = _conv(filters, 1, strides=strides, name=conv_base + "1")(x)
         shortcut = _batch_norm(shortcut, bn_base + "1", train_bn)
     y = layers.Add()([y, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
@@ -118,7 +129,7 @@ def resnet_graph(
         raise ValueError(f"unknown backbone {architecture!r}; use one of {sorted(ARCHITECTURES)}")
     counts, bottleneck = ARCHITECTURES[architecture]
     x = layers.ZeroPadding2D((3, 3))(input_image)
-    x = layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1")(x)
+    x = _conv(scaled(64, width), 7, strides=2, name="conv1")(x)
     x = layers.Activation("relu")(_batch_norm(x, "bn_conv1", train_bn))
     c1 = x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
     outputs = [c1]

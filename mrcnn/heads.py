@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras import layers, ops
+from keras import initializers, layers, ops
 
 from mrcnn.backbone import BatchNorm
 from mrcnn.roi_align import PyramidROIAlign
@@ -58,16 +58,21 @@ def fpn_classifier_graph(
         rois, feature_maps
     )  # [B*N, pool, pool, C]
     # Two 1024-wide "fully connected" layers written as convolutions (as Matterport).
-    x = layers.Conv2D(fc_layers_size, pool_size, padding="valid", name="mrcnn_class_conv1")(x)
+    x = layers.Conv2D(fc_layers_size, pool_size, padding="valid", kernel_initializer="he_normal",
+                      name="mrcnn_class_conv1")(x)
     x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn1", train_bn))
-    x = layers.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
+    x = layers.Conv2D(fc_layers_size, 1, kernel_initializer="he_normal",
+                      name="mrcnn_class_conv2")(x)
     x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn2", train_bn))
     shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)  # [B*N, fc]
 
-    logits = layers.Dense(num_classes, name="mrcnn_class_logits")(shared)
+    # Small output initialisations (torchvision's): near-uniform classes, near-zero deltas.
+    logits = layers.Dense(num_classes, kernel_initializer=initializers.RandomNormal(stddev=0.01),
+                          name="mrcnn_class_logits")(shared)
     mrcnn_class_logits = UnfoldRois(num_rois, name="mrcnn_class_logits_unfold")(logits)
     mrcnn_probs = layers.Activation("softmax", name="mrcnn_class")(mrcnn_class_logits)
-    x = layers.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)  # [B*N, classes*4]
+    x = layers.Dense(num_classes * 4, kernel_initializer=initializers.RandomNormal(stddev=0.001),
+                     name="mrcnn_bbox_fc")(shared)  # [B*N, classes*4]
     x = UnfoldRois(num_rois, name="mrcnn_bbox_unfold")(x)
     mrcnn_bbox = layers.Reshape((num_rois, num_classes, 4), name="mrcnn_bbox")(x)
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
@@ -91,9 +96,10 @@ def build_fpn_mask_graph(
         rois, feature_maps
     )  # [B*N, pool, pool, C]
     for i in range(1, 5):
-        x = layers.Conv2D(conv_size, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
+        x = layers.Conv2D(conv_size, 3, padding="same", kernel_initializer="he_normal",
+                          name=f"mrcnn_mask_conv{i}")(x)
         x = layers.Activation("relu")(_bn(x, f"mrcnn_mask_bn{i}", train_bn))
     x = layers.Conv2DTranspose(conv_size, 2, strides=2, activation="relu",
-                               name="mrcnn_mask_deconv")(x)
+                               kernel_initializer="he_normal", name="mrcnn_mask_deconv")(x)
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)
     return UnfoldRois(num_rois, name="mrcnn_mask_unfold")(x)

@@ -21,12 +21,19 @@ def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
       rpn_bbox [B, h*w*anchors, (dy, dx, log dh, log dw)].
     """
     feature_map = keras.Input(shape=(None, None, depth), name="input_rpn_feature_map")
+    # Initialisation (Detectron/torchvision style; loaded weights replace it): He-normal for
+    # the ReLU convolution, small N(0, 0.01) for the outputs so training starts from
+    # near-uniform scores and near-zero deltas.
     shared = layers.Conv2D(shared_channels, 3, padding="same", activation="relu",
-                           strides=anchor_stride, name="rpn_conv_shared")(feature_map)
-    x = layers.Conv2D(2 * anchors_per_location, 1, name="rpn_class_raw")(shared)
+                           strides=anchor_stride, kernel_initializer="he_normal",
+                           name="rpn_conv_shared")(feature_map)
+    small = keras.initializers.RandomNormal(stddev=0.01)
+    x = layers.Conv2D(2 * anchors_per_location, 1, kernel_initializer=small,
+                      name="rpn_class_raw")(shared)
     rpn_class_logits = layers.Reshape((-1, 2))(x)
     rpn_probs = layers.Activation("softmax", name="rpn_class_xxx")(rpn_class_logits)
-    x = layers.Conv2D(4 * anchors_per_location, 1, name="rpn_bbox_pred")(shared)
+    x = layers.Conv2D(4 * anchors_per_location, 1, kernel_initializer=small,
+                      name="rpn_bbox_pred")(shared)
     rpn_bbox = layers.Reshape((-1, 4))(x)
     return keras.Model(feature_map, [rpn_class_logits, rpn_probs, rpn_bbox], name="rpn_model")
 

@@ -2,6 +2,8 @@
 
 A light model (ResNet-18 at half width, 128 px images, small pyramid and heads) is trained
 on the CPU with layers="all" and evaluated on 50 held-out images drawn with another seed.
+It runs with Adam, a learning-rate warm-up and the GT boxes added to the proposals
+(OPTIMIZER, LEARNING_RATE_WARMUP_STEPS, ADD_GT_TO_PROPOSALS in mrcnn/config.py).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+import keras
 import numpy as np
 import pytest
 from shapes import make_shapes
@@ -21,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class ShapesConfig(Config):
-    """Light, fast settings for 128 px images with shapes of 12-28 px."""
+    """Light, fast settings for 128 px images with shapes of 16-40 px, trained with Adam."""
 
     NAME = "shapes"
     IMAGES_PER_GPU = 4
@@ -46,7 +49,12 @@ class ShapesConfig(Config):
     DETECTION_MAX_INSTANCES = 16
     DETECTION_MIN_CONFIDENCE = 0.3
     TRAIN_BN = True
-    LEARNING_RATE = 0.005
+    # Adam + warm-up + GT boxes among the proposals learn from scratch several times faster
+    # than Matterport's SGD (SGD 0.005: mAP 0.22 after 8 epochs; 0.02 killed the RPN).
+    OPTIMIZER = "adam"
+    LEARNING_RATE = 0.001
+    LEARNING_RATE_WARMUP_STEPS = 100
+    ADD_GT_TO_PROPOSALS = True
     STEPS_PER_EPOCH = 100
     VALIDATION_STEPS = 1
 
@@ -71,6 +79,7 @@ def train_and_evaluate(tmp_path, epochs: int, fine_epochs: int = 2, config: Conf
                        ) -> tuple[float, float]:
     """Train from scratch for epochs x STEPS_PER_EPOCH steps; return (mask mAP@0.5, seconds)."""
     config = config or ShapesConfig()
+    keras.utils.set_random_seed(0)  # initial weights and ROI sampling: a reproducible run
     train_set = make_shapes(500, seed=1, min_size=16, max_size=40)
     val_set = make_shapes(50, seed=2, min_size=16, max_size=40)
     start = time.time()
@@ -90,9 +99,12 @@ def train_and_evaluate(tmp_path, epochs: int, fine_epochs: int = 2, config: Conf
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "not yet tuned: measured mask mAP@0.5 0.22 after 8 epochs (358 s) and 0.59 after 12 "
-    "epochs (527 s) on 2 shared CPU cores; the target is 0.8 within ~8 min"))
 def test_shapes_from_scratch_reach_mask_map_08(tmp_path):
-    score, seconds = train_and_evaluate(tmp_path, epochs=8)
+    """6 epochs x 100 steps (4 at 1e-3, 2 at 1e-4). Measured on 2 CPU cores shared with other
+    jobs: mask mAP@0.5 0.981 and 0.991 (two runs, ~600 s of training each under heavy load;
+    epochs take ~40 s on a quieter machine, so ~4.5 min), 0.975 with another seed, 0.99
+    after 8 epochs. Before (SGD 0.005, no GT boxes among the proposals, Keras default init):
+    0.22 after 8 epochs, 0.59 after 12.
+    """
+    score, seconds = train_and_evaluate(tmp_path, epochs=6)
     assert score >= 0.8, f"mask mAP@0.5 {score:.3f} after {seconds:.0f} s of training"

@@ -78,3 +78,30 @@ def test_full_size_masks_are_cropped_at_the_roi():
     _, ids, _, masks = _run(_layer(mini=False), proposals, class_ids, gt, full)
     row = int(np.where(ids[0] == 2)[0][0])
     assert masks[0, row].min() == 1.0  # gt 0's box lies inside the top half
+
+
+def test_gt_boxes_are_added_to_the_proposals_without_padding_or_crowd_rows():
+    from mrcnn.targets import AddGtToProposals
+
+    proposals = np.full((1, 3, 4), 0.2, np.float32)
+    gt = np.array([[[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9], [0.2, 0.2, 0.3, 0.3]]],
+                  np.float32)
+    class_ids = np.array([[2, -1, 0]], np.int32)  # a box, a crowd box, padding
+    out = keras.ops.convert_to_numpy(AddGtToProposals()(proposals, class_ids, gt))
+    assert out.shape == (1, 6, 4)
+    np.testing.assert_allclose(out[0, 0], gt[0, 0])
+    np.testing.assert_array_equal(out[0, 1:3], 0.0)
+    np.testing.assert_allclose(out[0, 3:], proposals[0])
+
+
+def test_with_gt_added_junk_proposals_still_give_positive_rois():
+    from mrcnn.targets import AddGtToProposals
+
+    proposals, class_ids, gt, masks = _case()
+    junk = np.zeros_like(proposals)
+    junk[0, :10] = [[0.0, 0.6, 0.05, 0.65]] * 10  # no proposal overlaps a GT box
+    with_gt = AddGtToProposals()(junk, class_ids, gt)
+    rois, ids, deltas, _ = _run(_layer(), with_gt, class_ids, gt, masks)
+    np.testing.assert_array_equal(sorted(ids[0, :2]), [2, 3])
+    np.testing.assert_allclose(deltas[0, :2], 0.0, atol=1e-5)  # the GT boxes themselves
+    np.testing.assert_array_equal(ids[0, 2:], 0)
