@@ -150,11 +150,5 @@ def unmold_detections(
     # Drop boxes with no area (they can appear at the window's border).
     keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
-    height, width = int(original_image_shape[0]), int(original_image_shape[1])
-    if boxes.shape[0]:
-        pairs = zip(masks, boxes, strict=True)
-        full_masks = np.stack([utils.unmold_mask(m, b, original_image_shape) for m, b in pairs],
-                              axis=-1)
-    else:
-        full_masks = np.zeros((height, width, 0), dtype=bool)
-    return boxes.astype(np.int32), class_ids, scores, full_masks.astype(bool)
+    full_masks = utils.paste_masks(masks, boxes, original_image_shape)  # [H, W, N] bool
+    return boxes.astype(np.int32), class_ids, scores, full_masks

@@ -74,6 +74,24 @@ def crop_and_resize(image: Any, boxes: Any, box_indices: Any, crop_size: Sequenc
     return crop_and_resize_reference(image, boxes, box_indices, crop_size)
 
 
+def pyramid_crop_and_resize(
+    feature_maps: Sequence[Any], boxes: Any, box_indices: Any, levels: Any,
+    crop_size: Sequence[int],
+) -> Any:
+    """ROIAlign over a feature pyramid: each box cropped from the one map its level names.
+
+    feature_maps: L maps [B, h_l, w_l, C]; boxes: [N, 4] normalized; box_indices: int32 [N];
+    levels: int32 [N] in 0..L-1, the map of each box. Returns float32 [N, h, w, C] in box
+    order. The TF fast path crops each box once (gather per level, one crop_and_resize per
+    level, inverse permutation back); the reference crops every box from every map and
+    selects with a mask (static shapes, jit friendly) -- the same numbers, L times the work.
+    """
+    crop_size = (int(crop_size[0]), int(crop_size[1]))
+    if keras.backend.backend() == "tensorflow":
+        return _pyramid_crop_tf(feature_maps, boxes, box_indices, levels, crop_size)
+    return pyramid_crop_and_resize_reference(feature_maps, boxes, box_indices, levels, crop_size)
+
+
 # =================================================================== keras.ops reference
 
 
@@ -154,6 +172,20 @@ def crop_and_resize_reference(
     return ops.where(valid[..., None], crops, 0.0)
 
 
+def pyramid_crop_and_resize_reference(
+    feature_maps: Sequence[Any], boxes: Any, box_indices: Any, levels: Any,
+    crop_size: Sequence[int],
+) -> Any:
+    """Static-shape pyramid_crop_and_resize: every box from every map, selected by level."""
+    levels = ops.cast(levels, "int32")
+    pooled = None
+    for i, feature_map in enumerate(feature_maps):
+        crops = crop_and_resize(feature_map, boxes, box_indices, crop_size)  # [N, h, w, C]
+        selected = ops.reshape(ops.cast(ops.equal(levels, i), crops.dtype), (-1, 1, 1, 1))
+        pooled = crops * selected if pooled is None else pooled + crops * selected
+    return pooled
+
+
 # ======================================================================= shared helpers
 
 
@@ -222,6 +254,29 @@ def _nms_tf(
     )
     keep = tf.range(max_output_size) < valid
     return tf.where(keep, tf.cast(indices, tf.int32), -1)
+
+
+def _pyramid_crop_tf(
+    feature_maps: Sequence[Any], boxes: Any, box_indices: Any, levels: Any,
+    crop_size: tuple[int, int],
+) -> Any:
+    """Crop each box from its own level only (dynamic gathers; TF graph mode, no XLA)."""
+    import tensorflow as tf
+
+    boxes = tf.cast(boxes, tf.float32)  # [N, 4]
+    box_indices = tf.cast(box_indices, tf.int32)  # [N]
+    levels = tf.cast(levels, tf.int32)  # [N]
+    crops, order = [], []
+    for i, feature_map in enumerate(feature_maps):
+        ix = tf.cast(tf.where(tf.equal(levels, i))[:, 0], tf.int32)  # boxes of this level
+        crops.append(tf.image.crop_and_resize(
+            tf.cast(feature_map, tf.float32), tf.gather(boxes, ix), tf.gather(box_indices, ix),
+            crop_size, method="bilinear", extrapolation_value=0.0))
+        order.append(ix)
+    # Every box has exactly one level, so the concatenated indices are a permutation.
+    pooled = tf.gather(tf.concat(crops, 0), tf.math.invert_permutation(tf.concat(order, 0)))
+    channels = feature_maps[0].shape[-1]
+    return tf.ensure_shape(pooled, [boxes.shape[0], *crop_size, channels])
 
 
 # ========================================================================= torch path
@@ -304,6 +359,8 @@ def _torch_axis_box(start: Any, end: Any, length: int, n: int) -> tuple[Any, Any
 __all__ = [
     "non_max_suppression",
     "crop_and_resize",
+    "pyramid_crop_and_resize",
+    "pyramid_crop_and_resize_reference",
     "non_max_suppression_reference",
     "crop_and_resize_reference",
 ]

@@ -1,8 +1,9 @@
 """Pyramid ROIAlign: crop each box from the FPN level that matches its size.
 
-Static-shape version of Matterport's PyramidROIAlign: every box is cropped from every level
-and the right level is selected with a mask, so no dynamic shapes appear (XLA/jit friendly)
-and the output keeps the input order.
+Matterport's PyramidROIAlign with a static output shape, in box order. The cropping itself
+is mrcnn.ops.pyramid_crop_and_resize: on TF each box is cropped from its own level only; the
+keras.ops reference (JAX) crops every box from every level and selects with a mask, so no
+dynamic shapes appear there (XLA/jit friendly).
 """
 
 from __future__ import annotations
@@ -52,12 +53,9 @@ class PyramidROIAlign(layers.Layer):
         if batch is None:
             batch = ops.shape(boxes)[0]
         box_indices = ops.repeat(ops.arange(batch, dtype="int32"), num_boxes)  # [B*N]
-        pooled = None
-        for i, feature_map in enumerate(feature_maps):
-            crops = mops.crop_and_resize(feature_map, flat, box_indices, self.pool_shape)
-            selected = ops.reshape(ops.cast(ops.equal(level, i + 2), crops.dtype), (-1, 1, 1, 1))
-            pooled = crops * selected if pooled is None else pooled + crops * selected
-        return pooled
+        # Each box is cropped from its own level (P2..P5 -> map 0..3).
+        return mops.pyramid_crop_and_resize(feature_maps, flat, box_indices, level - 2,
+                                            self.pool_shape)
 
     def compute_output_shape(self, boxes_shape: Any, feature_maps_shape: list[Any]) -> tuple:
         count = None

@@ -187,22 +187,51 @@ def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape: Sequence[i
     return mask
 
 
+def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a soft mask [h, w] to [height, width] (float32).
+
+    cv2's INTER_LINEAR samples at the same half-pixel centres as skimage's order-1 resize
+    with mode="edge" (Matterport's call), without anti-aliasing, ~20x faster: it is what
+    makes pasting 100 masks into a 1024x1024 image cheap.
+    """
+    import cv2
+
+    return cv2.resize(np.ascontiguousarray(mask, dtype=np.float32), (int(width), int(height)),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def _paste(target: np.ndarray, mask: np.ndarray, bbox: Sequence[int]) -> None:
+    """Threshold soft mask [h, w] resized to bbox (y1, x1, y2, x2) at 0.5 into bool target
+    [H, W] (a view), dropping the parts outside the image."""
+    y1, x1, y2, x2 = (int(v) for v in bbox[:4])
+    height, width = target.shape[:2]
+    top, left = max(y1, 0), max(x1, 0)
+    bottom, right = min(y2, height), min(x2, width)
+    if y2 <= y1 or x2 <= x1 or bottom <= top or right <= left:
+        return
+    box_mask = _resize_mask(mask, y2 - y1, x2 - x1) >= 0.5
+    target[top:bottom, left:right] = box_mask[top - y1 : bottom - y1, left - x1 : right - x1]
+
+
 def unmold_mask(mask: np.ndarray, bbox: Sequence[int], image_shape: Sequence[int]) -> np.ndarray:
     """A predicted soft mask [h, w] in (0, 1) -> bool [H, W] mask of the image (threshold 0.5).
 
     bbox: (y1, x1, y2, x2) pixel box the mask covers; parts outside the image are dropped.
     """
-    y1, x1, y2, x2 = (int(v) for v in bbox[:4])
     full_mask = np.zeros(tuple(image_shape[:2]), dtype=bool)
-    if y2 <= y1 or x2 <= x1:
-        return full_mask
-    box_mask = resize(mask, (y2 - y1, x2 - x1), mode="edge") >= 0.5
-    height, width = full_mask.shape
-    top, left = max(y1, 0), max(x1, 0)
-    bottom, right = min(y2, height), min(x2, width)
-    if bottom > top and right > left:
-        full_mask[top:bottom, left:right] = box_mask[top - y1 : bottom - y1, left - x1 : right - x1]
+    _paste(full_mask, mask, bbox)
     return full_mask
+
+
+def paste_masks(masks: np.ndarray, boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """unmold_mask for many masks at once, straight into one output array (no per-mask
+    full-image temporaries). masks: [N, h, w] soft; boxes: [N, (y1, x1, y2, x2)] pixels.
+    Returns bool [H, W, N].
+    """
+    out = np.zeros((*(int(v) for v in image_shape[:2]), len(masks)), dtype=bool)
+    for k in range(len(masks)):
+        _paste(out[:, :, k], masks[k], boxes[k])
+    return out
 
 
 # ================================================================= molding and image meta

@@ -34,3 +34,18 @@ def test_each_box_is_cropped_from_its_level_in_input_order():
     out = keras.ops.convert_to_numpy(layer(boxes, maps))
     assert out.shape == (8, 7, 7, 3)
     np.testing.assert_allclose(out[:, 3, 3, 0], [2, 4, 2, 3, 3, 2, 4, 2])
+
+
+def test_pyramid_crop_fast_path_equals_the_reference_on_random_boxes():
+    from mrcnn import ops as mops
+
+    rng = np.random.default_rng(0)
+    maps = [rng.random((2, s, s, 4), dtype=np.float32) for s in (32, 16, 8, 4)]
+    corners = rng.random((40, 2, 2), dtype=np.float32) * 1.2 - 0.1  # some outside the image
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    indices = rng.integers(0, 2, 40).astype(np.int32)
+    levels = rng.integers(0, 4, 40).astype(np.int32)
+    fast = mops.pyramid_crop_and_resize(maps, boxes, indices, levels, (5, 5))
+    ref = mops.pyramid_crop_and_resize_reference(maps, boxes, indices, levels, (5, 5))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fast),
+                               keras.ops.convert_to_numpy(ref), atol=1e-6)
