@@ -65,6 +65,18 @@ def _read_source(source: str | Path | bytes | bytearray) -> tuple[bytes, str]:
     return path.read_bytes(), stem
 
 
+def _read_capped(stream: io.BufferedIOBase, limit: int, chunk: int = 16 << 20) -> bytes:
+    """Read to EOF or `limit` bytes in chunks (gz.read(limit) reserves `limit` bytes up front)."""
+    parts, size = [], 0
+    while size < limit:
+        part = stream.read(min(chunk, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
 def _decompress(raw: bytes) -> bytes:
     """Gunzip if the bytes start with the gzip magic; cap the decompressed size."""
     if raw[:2] != b"\x1f\x8b":
@@ -76,7 +88,7 @@ def _decompress(raw: bytes) -> bytes:
         return raw
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
-            out = gz.read(MAX_DECOMPRESSED_BYTES + 1)
+            out = _read_capped(gz, MAX_DECOMPRESSED_BYTES + 1)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise _fail(
             f"The gzip data is truncated or corrupt ({exc})",
