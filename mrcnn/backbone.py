@@ -80,18 +80,13 @@ def bottleneck_block(
     conv_base = f"res{stage}{block}_branch"
     bn_base = f"bn{stage}{block}_branch"
     f1, f2, f3 = filters
-    shortcut = x
     y = _conv(f1, 1, strides=strides, name=conv_base + "2a")(x)
     y = layers.Activation("relu")(_batch_norm(y, bn_base + "2a", train_bn))
     y = _conv(f2, 3, padding="same", name=conv_base + "2b")(y)
     y = layers.Activation("relu")(_batch_norm(y, bn_base + "2b", train_bn))
     y = _conv(f3, 1, name=conv_base + "2c")(y)
     y = _batch_norm(y, bn_base + "2c", train_bn, zero_gamma=True)
-    if shortcut_conv:
-        shortcut = _conv(f3, 1, strides=strides, name=conv_base + "1")(x)
-        shortcut = _batch_norm(shortcut, bn_base + "1", train_bn)
-    y = layers.Add()([y, shortcut])
-    return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
+    return _add_shortcut(x, y, f3, stage, block, strides, shortcut_conv, train_bn)
 
 
 def basic_block(
@@ -106,14 +101,22 @@ def basic_block(
     """ResNet-18/34 block: 3x3 -> 3x3 plus a shortcut. x: [B, H, W, C] -> [B, H/s, W/s, filters]."""
     conv_base = f"res{stage}{block}_branch"
     bn_base = f"bn{stage}{block}_branch"
-    shortcut = x
     y = _conv(filters, 3, strides=strides, padding="same", name=conv_base + "2a")(x)
     y = layers.Activation("relu")(_batch_norm(y, bn_base + "2a", train_bn))
     y = _conv(filters, 3, padding="same", name=conv_base + "2b")(y)
     y = _batch_norm(y, bn_base + "2b", train_bn, zero_gamma=True)
+    return _add_shortcut(x, y, filters, stage, block, strides, shortcut_conv, train_bn)
+
+
+def _add_shortcut(
+    x: Any, y: Any, filters: int, stage: int, block: str, strides: int, shortcut_conv: bool,
+    train_bn: bool,
+) -> Any:
+    """relu(y + shortcut(x)); the shortcut is a strided 1x1 conv + BN when shapes change."""
+    shortcut = x
     if shortcut_conv:
-        shortcut = _conv(filters, 1, strides=strides, name=conv_base + "1")(x)
-        shortcut = _batch_norm(shortcut, bn_base + "1", train_bn)
+        shortcut = _conv(filters, 1, strides=strides, name=f"res{stage}{block}_branch1")(x)
+        shortcut = _batch_norm(shortcut, f"bn{stage}{block}_branch1", train_bn)
     y = layers.Add()([y, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
