@@ -2,7 +2,7 @@
 
 
 class SpineInputError(ValueError):
-    """A problem with what the user gave us (file, path, option), with a message saying what to do."""
+    """A problem with the user's input (file, path, option); the message says what to do."""
 
 
 class InvalidScanError(SpineInputError):
