@@ -75,7 +75,7 @@ CELLS = [
         "config = model.config.replace(IMAGES_PER_GPU=1)\n"
         "infer = MaskRCNN(mode='inference', config=config, model_dir=str(work / 'logs'))\n"
         "infer.load_weights(str(final), by_name=True)\n"
-        "_, val_set = train.load_datasets(data, config)\n"
+        "_, val_set = train.load_datasets(data)\n"
         "aps = []\n"
         "for image_id in val_set.image_ids:\n"
         "    image = val_set.load_image(image_id)\n"

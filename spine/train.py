@@ -91,7 +91,7 @@ def load_training_config(config_path: Path, overrides: dict[str, Any]):
     return config, Schedule(**schedule_fields)
 
 
-def load_datasets(data_dir: Path, config, seed: int = 0):
+def load_datasets(data_dir: Path, seed: int = 0):
     """(train, val) SpineDatasets from the paper's layout or from a folder of volumes."""
     from spine.dataset import SpineDataset
 
@@ -105,12 +105,7 @@ def load_datasets(data_dir: Path, config, seed: int = 0):
     else:
         from spine.prepare import find_pairs, split_subjects
 
-        pairs = find_pairs(data_dir)
-        if not pairs:
-            raise SpineInputError(
-                f"{data_dir} has neither train/ and val/ folders (spine-prepare's layout) nor "
-                "NAME.nii.gz + NAME_vertebrae.nii.gz volume pairs"
-            )
+        pairs = find_pairs(data_dir)  # raises SpineInputError when there are none
         split = split_subjects(pairs, seed=seed)
         train.load_volumes([p for p in pairs if p.subject in split["train"]])
         val.load_volumes([p for p in pairs if p.subject in split["val"]])
@@ -169,7 +164,7 @@ def train(args: argparse.Namespace):
         schedule.finetune_epochs = args.finetune_epochs
     if args.steps_per_epoch is not None:
         config = config.replace(STEPS_PER_EPOCH=args.steps_per_epoch)
-    train_set, val_set = load_datasets(Path(args.data), config, seed=args.seed)
+    train_set, val_set = load_datasets(Path(args.data), seed=args.seed)
     logger.info(
         "train: %d slices, val: %d slices; stages (layers, last epoch): %s",
         train_set.num_images,
