@@ -49,6 +49,22 @@ def non_max_suppression(
     )
 
 
+def top_k(values: Any, k: int) -> tuple[Any, Any]:
+    """The k largest values along the last axis and their indices, sorted descending, ties
+    broken by the lower index (tf.math.top_k's order) on every backend.
+
+    torch.topk leaves the order of equal values unspecified; a saturated softmax (many RPN
+    scores of exactly 1.0) then picks other anchors than TF does, so torch uses a stable sort.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        values = ops.convert_to_tensor(values)
+        sorted_values, indices = torch.sort(values, dim=-1, descending=True, stable=True)
+        return sorted_values[..., :k], indices[..., :k]
+    return ops.top_k(values, k, sorted=True)
+
+
 def crop_and_resize(image: Any, boxes: Any, box_indices: Any, crop_size: Sequence[int]) -> Any:
     """Bilinear crops with tf.image.crop_and_resize semantics (extrapolation value 0).
 
@@ -285,7 +301,11 @@ def _pyramid_crop_tf(
 def _nms_torch(
     boxes: Any, scores: Any, max_output_size: int, iou_threshold: float, score_threshold: float
 ) -> Any:
-    """torchvision.ops.nms on the boxes above score_threshold, padded with -1."""
+    """torchvision.ops.nms on the boxes above score_threshold, padded with -1.
+
+    Equal scores are visited in index order (as TF does): the candidates are stably sorted
+    first and torchvision gets their ranks as scores, so its own sort has no ties to reorder.
+    """
     import torch
     import torchvision
 
@@ -293,8 +313,11 @@ def _nms_torch(
     scores = ops.cast(scores, "float32")
     corners = _canonical_corners(boxes)  # (ymin, xmin, ymax, xmax)
     candidates = torch.nonzero(scores > score_threshold).flatten()
+    order = torch.sort(scores[candidates], descending=True, stable=True).indices
+    candidates = candidates[order]
     xyxy = corners[candidates][:, [1, 0, 3, 2]]
-    kept = candidates[torchvision.ops.nms(xyxy, scores[candidates], float(iou_threshold))]
+    ranks = -torch.arange(candidates.shape[0], dtype=torch.float32, device=xyxy.device)
+    kept = candidates[torchvision.ops.nms(xyxy, ranks, float(iou_threshold))]
     kept = kept[:max_output_size].to(torch.int32)
     out = torch.full((max_output_size,), -1, dtype=torch.int32, device=kept.device)
     out[: kept.shape[0]] = kept

@@ -94,7 +94,7 @@ class ProposalLayer(layers.Layer):
         deltas = rpn_bbox * ops.convert_to_tensor(np.array(self.rpn_bbox_std_dev, np.float32))
         deltas = clamp_size_deltas(deltas)
         k = min(self.pre_nms_limit, num_anchors)
-        top_scores, ix = ops.top_k(scores, k, sorted=True)  # [B, k]
+        top_scores, ix = mops.top_k(scores, k)  # [B, k], ties in anchor order on every backend
         window = ops.convert_to_tensor(np.array([0, 0, 1, 1], np.float32))
         outputs = []
         for b in range(self.batch_size):

@@ -1,4 +1,4 @@
-"""Run by test_backend_jax.py in a subprocess with KERAS_BACKEND set (not a test module).
+"""Run by test_backends.py in a subprocess with KERAS_BACKEND set (not a test module).
 
 usage: python backend_script.py WEIGHTS OUT_NPZ
 Loads WEIGHTS (saved on another backend) into an inference model, runs detect and the raw

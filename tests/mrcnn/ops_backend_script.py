@@ -21,7 +21,8 @@ CROP_SIZES = [(7, 5), (1, 3), (1, 1)]
 
 
 def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
-    """Random boxes with distinct scores and random (partly flipped / out-of-image) crops."""
+    """Random boxes with distinct (and with tied) scores, random (partly flipped /
+    out-of-image) crops."""
     rng = np.random.default_rng(seed)
     y1x1 = rng.uniform(0, 1, (200, 2))
     boxes = np.concatenate([y1x1, y1x1 + rng.uniform(0.02, 0.4, (200, 2))], 1)
@@ -34,6 +35,8 @@ def make_inputs(seed: int = 0) -> dict[str, np.ndarray]:
         "image": rng.normal(size=(2, 12, 15, 4)).astype(np.float32),
         "crop_boxes": rng.uniform(-0.3, 1.3, (25, 4)).astype(np.float32),
         "box_indices": rng.integers(0, 2, 25).astype(np.int32),
+        # Many exactly equal scores (a saturated softmax): ties must break by index everywhere.
+        "tied_scores": np.minimum(rng.permutation(200) / 100, 1.0).astype(np.float32),
     }
 
 
@@ -44,6 +47,8 @@ def compute(data: dict[str, np.ndarray], with_jit: bool = False) -> dict[str, np
     out = {
         "nms": O.non_max_suppression(*nms_args, float(data["score_threshold"])),
         "nms_no_threshold": O.non_max_suppression(*nms_args),
+        "nms_tied": O.non_max_suppression(data["boxes"], data["tied_scores"], *nms_args[2:]),
+        "top_k_tied": O.top_k(data["tied_scores"], 120)[1],
     }
     for i, size in enumerate(CROP_SIZES):
         out[f"crop_{i}"] = O.crop_and_resize(*crop_args, size)
@@ -80,7 +85,7 @@ def assert_matches_tensorflow(got: dict[str, np.ndarray], expected: dict[str, np
     """NMS indices identical, crops within 1e-4 (jit variants compared with their twins)."""
     for key, value in got.items():
         reference = expected[key.removesuffix("_jit")]
-        if key.startswith("nms"):
+        if key.startswith(("nms", "top_k")):
             np.testing.assert_array_equal(value, reference, err_msg=key)
         else:
             np.testing.assert_allclose(value, reference, atol=1e-4, err_msg=key)

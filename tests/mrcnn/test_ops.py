@@ -86,6 +86,12 @@ def test_nms_reference_compiles_under_tf_function():
     )
 
 
+def test_top_k_breaks_ties_by_the_lower_index():
+    values, indices = O.top_k(np.array([0.5, 1.0, 0.2, 1.0, 1.0, 0.5], np.float32), 4)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(indices), [1, 3, 4, 0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(values), [1.0, 1.0, 1.0, 0.5])
+
+
 def test_nms_of_no_boxes_is_all_padding():
     got = _np(O.non_max_suppression_reference(np.zeros((0, 4)), np.zeros((0,)), 4, 0.5))
     np.testing.assert_array_equal(got, [-1, -1, -1, -1])
