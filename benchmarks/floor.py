@@ -195,7 +195,7 @@ def run(quick: bool) -> dict[str, Any]:
     result["conv3x3_gflops"] = {"shape": [1, conv_size, conv_size, 256],
                                 "tensorflow": conv_tf(conv_size, 256, repeats)}
     result["copy_gbps"] = {"mib": mib, **copy_bandwidth(mib, repeats)}
-    cases = [("demo", 128)] if quick else [(b, s) for b in ("r50", "r101", "demo")
+    cases = [("demo", 128)] if quick else [(b, s) for b in ("r50", "r50-rpn512", "r101", "demo")
                                           for s in (512, 1024)]
     result["model_macs"] = [{"backbone": b, "size": s, "ours": model_macs(b, s)}
                             for b, s in cases]

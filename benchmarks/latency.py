@@ -39,8 +39,8 @@ def default_cases(quick: bool, backend: str, plan: str = "full") -> list[dict[st
     if plan == "headline" and not quick:
         if backend != "tensorflow":
             return []
-        rows = [("r50", 512, 1, 3), ("r50", 1024, 1, 3), ("demo", 512, 1, 3),
-                ("demo", 512, 4, 2)]
+        rows = [("r50", 512, 1, 5), ("r50-rpn512", 512, 1, 5), ("r50", 1024, 1, 3),
+                ("r50-rpn512", 1024, 1, 3), ("demo", 512, 1, 3), ("demo", 512, 4, 2)]
         return [{"backbone": b, "size": s, "batch": n, "repeats": r} for b, s, n, r in rows]
     if quick:
         return [{"backbone": "demo", "size": 128, "batch": 1, "repeats": 1},
@@ -50,7 +50,8 @@ def default_cases(quick: bool, backend: str, plan: str = "full") -> list[dict[st
                 {"backbone": "demo", "size": 512, "batch": 1, "repeats": 2}]
     # (backbone, size, batch, timed calls): R50 in full, the others at batch 1 (+ the demo
     # model batched, as the pipeline runs it). Sized to finish in ~30 min on 2 busy cores.
-    plan = [("r50", 512, 1, 3), ("r50", 512, 4, 2), ("r50", 1024, 1, 3), ("r50", 1024, 2, 2),
+    plan = [("r50", 512, 1, 3), ("r50-rpn512", 512, 1, 3), ("r50", 512, 4, 2),
+            ("r50", 1024, 1, 3), ("r50-rpn512", 1024, 1, 3), ("r50", 1024, 2, 2),
             ("r101", 512, 1, 3), ("r101", 1024, 1, 2),
             ("demo", 512, 1, 3), ("demo", 512, 4, 2), ("demo", 1024, 1, 2)]
     cases = [{"backbone": b, "size": s, "batch": n, "repeats": r} for b, s, n, r in plan]

@@ -42,8 +42,18 @@ def pre_nms_total(size: int, per_level: int = TV_PRE_NMS_PER_LEVEL) -> int:
     return total
 
 
+MATTERPORT_RPN_SUFFIX = "-rpn512"
+
+
 def base_fields(backbone: str) -> tuple[dict[str, Any], str]:
-    """Architecture fields of a backbone key ("r50", "r101", "demo") and where they came from."""
+    """Architecture fields of a backbone key ("r50", "r101", "demo") and where they came from.
+
+    The RPN's shared conv is as wide as the FPN, as torchvision's RPNHead is; a key ending in
+    "-rpn512" ("r50-rpn512") keeps Matterport's 512-wide conv (what its COCO weights need).
+    """
+    if backbone.endswith(MATTERPORT_RPN_SUFFIX):
+        fields, source = base_fields(backbone[: -len(MATTERPORT_RPN_SUFFIX)])
+        return {**fields, "RPN_CONV_SHARED_CHANNELS": 512}, f"{source}, Matterport's 512-wide RPN"
     if backbone == "r50":
         return {"BACKBONE": "resnet50"}, "resnet50 (like for like with torchvision)"
     if backbone == "r101":
@@ -69,6 +79,8 @@ def our_config(backbone: str, size: int, batch: int) -> Any:
     fields, _ = base_fields(backbone)
     fields = dict(fields)
     fields.pop("RPN_ANCHOR_SCALES", None)  # torchvision's anchors: 32..512 (our default)
+    depth = int(fields.get("TOP_DOWN_PYRAMID_SIZE", Config.TOP_DOWN_PYRAMID_SIZE))
+    fields.setdefault("RPN_CONV_SHARED_CHANNELS", depth)  # torchvision's RPNHead width
     return Config(
         NAME=f"bench_{backbone}", GPU_COUNT=1, IMAGES_PER_GPU=batch, NUM_CLASSES=NUM_CLASSES,
         IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size,

@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks import common
 from benchmarks.report import render
 
-STEPS = ("floor", "latency", "end_to_end")
+STEPS = ("floor", "latency", "isolated", "end_to_end")
 
 
 def run_step(step: str, out: Path, quick: bool, extra: list[str], timeout: float | None) -> dict:

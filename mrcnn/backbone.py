@@ -81,9 +81,11 @@ def bottleneck_block(
     bn_base = f"bn{stage}{block}_branch"
     f1, f2, f3 = filters
     y = _conv(f1, 1, strides=strides, name=conv_base + "2a")(x)
-    y = layers.Activation("relu")(_batch_norm(y, bn_base + "2a", train_bn))
+    y = _batch_norm(y, bn_base + "2a", train_bn)
+    y = layers.Activation("relu", name=conv_base + "2a_relu")(y)
     y = _conv(f2, 3, padding="same", name=conv_base + "2b")(y)
-    y = layers.Activation("relu")(_batch_norm(y, bn_base + "2b", train_bn))
+    y = _batch_norm(y, bn_base + "2b", train_bn)
+    y = layers.Activation("relu", name=conv_base + "2b_relu")(y)
     y = _conv(f3, 1, name=conv_base + "2c")(y)
     y = _batch_norm(y, bn_base + "2c", train_bn, zero_gamma=True)
     return _add_shortcut(x, y, f3, stage, block, strides, shortcut_conv, train_bn)
@@ -102,7 +104,8 @@ def basic_block(
     conv_base = f"res{stage}{block}_branch"
     bn_base = f"bn{stage}{block}_branch"
     y = _conv(filters, 3, strides=strides, padding="same", name=conv_base + "2a")(x)
-    y = layers.Activation("relu")(_batch_norm(y, bn_base + "2a", train_bn))
+    y = _batch_norm(y, bn_base + "2a", train_bn)
+    y = layers.Activation("relu", name=conv_base + "2a_relu")(y)
     y = _conv(filters, 3, padding="same", name=conv_base + "2b")(y)
     y = _batch_norm(y, bn_base + "2b", train_bn, zero_gamma=True)
     return _add_shortcut(x, y, filters, stage, block, strides, shortcut_conv, train_bn)
@@ -117,7 +120,7 @@ def _add_shortcut(
     if shortcut_conv:
         shortcut = _conv(filters, 1, strides=strides, name=f"res{stage}{block}_branch1")(x)
         shortcut = _batch_norm(shortcut, f"bn{stage}{block}_branch1", train_bn)
-    y = layers.Add()([y, shortcut])
+    y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
 
@@ -131,10 +134,12 @@ def resnet_graph(
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {architecture!r}; use one of {sorted(ARCHITECTURES)}")
     counts, bottleneck = ARCHITECTURES[architecture]
-    x = layers.ZeroPadding2D((3, 3))(input_image)
+    # Every layer is named explicitly: Keras' automatic names come from per-thread counters,
+    # and in a server thread (Streamlit) they have produced duplicate names in one model.
+    x = layers.ZeroPadding2D((3, 3), name="conv1_pad")(input_image)
     x = _conv(scaled(64, width), 7, strides=2, name="conv1")(x)
-    x = layers.Activation("relu")(_batch_norm(x, "bn_conv1", train_bn))
-    c1 = x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    x = layers.Activation("relu", name="conv1_relu")(_batch_norm(x, "bn_conv1", train_bn))
+    c1 = x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     outputs = [c1]
     for stage, count in zip((2, 3, 4, 5), counts, strict=True):
         base = 64 * 2 ** (stage - 2)

@@ -301,7 +301,8 @@ class DataSequence(keras.utils.PyDataset):
     Batch i of epoch e is a pure function of (seed, e, i): images are taken in a per-epoch
     permutation (when shuffle) and every random choice uses a Generator seeded with
     (seed, e, i), so workers may build batches in any order. Images with no instances
-    (after resizing/augmentation) are skipped, as Matterport does, by drawing another image.
+    (after resizing/augmentation) are skipped, as Matterport does, by drawing another image,
+    unless config.SKIP_EMPTY_IMAGES is False: then they are trained on as negatives.
     __getitem__ returns (inputs,), a dict keyed like the model's inputs.
     """
 
@@ -353,12 +354,14 @@ class DataSequence(keras.utils.PyDataset):
         return np.random.default_rng([self.seed, self.epoch]).permutation(ids)
 
     def _load_sample(self, image_id: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """One image's inputs; images without (non-crowd) instances are replaced at random."""
+        """One image's inputs; images without (non-crowd) instances are replaced at random
+        when config.SKIP_EMPTY_IMAGES (the default)."""
+        skip_empty = getattr(self.config, "SKIP_EMPTY_IMAGES", True)
         for _ in range(self.MAX_DRAWS_PER_IMAGE):
             image, meta, class_ids, bbox, masks = load_image_gt(
                 self.dataset, self.config, image_id, self.augmentation, rng
             )
-            if np.any(class_ids > 0):
+            if np.any(class_ids > 0) or not skip_empty:
                 break
             logger.debug("skipping image %s: no instances", image_id)
             image_id = int(rng.choice(self.dataset.image_ids))

@@ -60,10 +60,10 @@ def fpn_classifier_graph(
     # Two 1024-wide "fully connected" layers written as convolutions (as Matterport).
     x = layers.Conv2D(fc_layers_size, pool_size, padding="valid", kernel_initializer="he_normal",
                       name="mrcnn_class_conv1")(x)
-    x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn1", train_bn))
+    x = layers.Activation("relu", name="mrcnn_class_relu1")(_bn(x, "mrcnn_class_bn1", train_bn))
     x = layers.Conv2D(fc_layers_size, 1, kernel_initializer="he_normal",
                       name="mrcnn_class_conv2")(x)
-    x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn2", train_bn))
+    x = layers.Activation("relu", name="mrcnn_class_relu2")(_bn(x, "mrcnn_class_bn2", train_bn))
     shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)  # [B*N, fc]
 
     # Small output initialisations (torchvision's): near-uniform classes, near-zero deltas.
@@ -98,7 +98,8 @@ def build_fpn_mask_graph(
     for i in range(1, 5):
         x = layers.Conv2D(conv_size, 3, padding="same", kernel_initializer="he_normal",
                           name=f"mrcnn_mask_conv{i}")(x)
-        x = layers.Activation("relu")(_bn(x, f"mrcnn_mask_bn{i}", train_bn))
+        x = layers.Activation("relu", name=f"mrcnn_mask_relu{i}")(
+            _bn(x, f"mrcnn_mask_bn{i}", train_bn))
     x = layers.Conv2DTranspose(conv_size, 2, strides=2, activation="relu",
                                kernel_initializer="he_normal", name="mrcnn_mask_deconv")(x)
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)

@@ -157,7 +157,7 @@ def build_model(config: Any, mode: str) -> keras.Model:
 
     depth = int(config.TOP_DOWN_PYRAMID_SIZE)
     rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), depth,
-                          shared_channels=2 * depth)
+                          shared_channels=config.RPN_CONV_SHARED_CHANNELS or 2 * depth)
     level_outputs = [rpn(p) for p in rpn_feature_maps]
     rpn_class_logits, rpn_class, rpn_bbox = (
         layers.Concatenate(axis=1, name=name)([o[i] for o in level_outputs])

@@ -409,7 +409,10 @@ def run_model(
     """Model detections per slice and the linked label map, from one pass of the model.
 
     Same steps as Segmenter.segment_volume, but keeps the raw per-slice detections for the
-    slice AP. Returns (labels int32 [S, H, W], S entries of (masks [H, W, n], scores [n])).
+    slice AP: the label map is built from the detections scoring >= min_score (the operating
+    point), the returned detections are all that the network kept (its
+    DETECTION_MIN_CONFIDENCE), so AP can rank them below the operating point.
+    Returns (labels int32 [S, H, W], S entries of (masks [H, W, n], scores [n])).
     """
     from spine.pipeline import VOLUME_BATCH, clean_detections, link_slices, model_stack
 
@@ -418,15 +421,20 @@ def run_model(
     for start in range(0, volume.num_slices, VOLUME_BATCH):
         indices = list(range(start, min(start + VOLUME_BATCH, volume.num_slices)))
         for detection in segmenter.detect_slices(volume, indices, stack):
-            per_slice.append(clean_detections(detection, min_score))
-    result = link_slices(per_slice, volume.data.shape, volume.spacing)
+            per_slice.append(clean_detections(detection))
+    kept = [(m[..., s >= min_score], s[s >= min_score]) for m, s in per_slice]
+    result = link_slices(kept, volume.data.shape, volume.spacing)
     return np.asarray(result.labels, dtype=np.int32), per_slice
 
 
 def evaluate_case(
     case: Case, segmenter: Any = None, baseline: bool = True, min_score: float = 0.0
 ) -> CaseResult:
-    """Load one volume pair and score the model (if given) and the baseline on it."""
+    """Load one volume pair and score the model (if given) and the baseline on it.
+
+    min_score: the model's operating point for the label map (Dice, recall, false bodies);
+    slice AP ranks every detection the network returned.
+    """
     from spine.baseline import segment_volume_baseline
     from spine.volume import load_label_map, load_volume
 
@@ -452,6 +460,31 @@ def evaluate_case(
             seconds,
         )
     return out
+
+
+def load_evaluation_segmenter(
+    weights: Path | None, config: Path | None, ap_min_confidence: float
+) -> tuple[Any, float]:
+    """The model for evaluation and its operating point.
+
+    The network runs at min(config's DETECTION_MIN_CONFIDENCE, ap_min_confidence) so that
+    AP sees the ranked detections below the operating point (as COCO ranks detections down
+    to a low score); the label maps keep the config's threshold, which is returned.
+    """
+    from mrcnn.config import Config
+    from spine.errors import MissingWeightsError
+    from spine.pipeline import load_segmenter, resolve_model_paths
+
+    weights_path, config_path = resolve_model_paths(weights, config)
+    if not Path(config_path).is_file():
+        raise MissingWeightsError(f"Model config not found: {config_path}")
+    try:
+        cfg = Config.from_toml(config_path)
+    except (ValueError, OSError) as exc:
+        raise MissingWeightsError(f"Model config {config_path} is not valid: {exc}") from exc
+    operating = float(cfg.DETECTION_MIN_CONFIDENCE)
+    cfg = cfg.replace(DETECTION_MIN_CONFIDENCE=min(operating, ap_min_confidence))
+    return load_segmenter(weights_path, cfg), operating
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -538,8 +571,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-score",
         type=float,
-        default=0.0,
-        help="drop model detections below this score (default 0: keep all)",
+        default=None,
+        help="operating point of the label maps: drop detections below this score "
+        "(default: the config's DETECTION_MIN_CONFIDENCE)",
+    )
+    parser.add_argument(
+        "--ap-min-confidence",
+        type=float,
+        default=0.5,
+        help="slice AP ranks the detections down to this score (default 0.5)",
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N volumes")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -564,13 +604,14 @@ def _run(args: argparse.Namespace) -> int:
     cases = find_cases(args.data, args.split, args.subset)
     if args.limit is not None:
         cases = cases[: max(args.limit, 0)]
-    segmenter = None
+    segmenter, operating = None, 0.0
     if not args.baseline_only:
-        from spine.pipeline import load_segmenter
-
-        segmenter = load_segmenter(args.weights, args.config)
+        segmenter, operating = load_evaluation_segmenter(
+            args.weights, args.config, args.ap_min_confidence
+        )
+    min_score = operating if args.min_score is None else args.min_score
     results = [
-        evaluate_case(case, segmenter, baseline=True, min_score=args.min_score)
+        evaluate_case(case, segmenter, baseline=True, min_score=min_score)
         for case in tqdm(cases, desc="evaluate", unit="vol", disable=args.no_progress)
     ]
     info = {
@@ -580,6 +621,8 @@ def _run(args: argparse.Namespace) -> int:
         "weights": None
         if segmenter is None
         else str(getattr(segmenter, "weights_path", args.weights)),
+        "operating_confidence": None if segmenter is None else min_score,
+        "ap_min_confidence": None if segmenter is None else args.ap_min_confidence,
     }
     from spine.report import write_outputs
 

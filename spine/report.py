@@ -323,6 +323,13 @@ def report_markdown(
     ]
     if summary.get("weights"):
         lines += [f"Model weights: `{summary['weights']}`.", ""]
+    if summary.get("operating_confidence") is not None:
+        lines += [
+            f"Label maps (Dice, recall, false bodies) use the detections scoring >= "
+            f"{summary['operating_confidence']:g}; slice AP ranks every detection scoring >= "
+            f"{summary.get('ap_min_confidence', 0):g}.",
+            "",
+        ]
     lines += [
         "| method | mean Dice | recall (Dice>0.5) | false bodies / vol | mAP@0.5 | "
         "mAP@[.5:.95] | pooled AP@0.5 | s / vol |",

@@ -91,8 +91,19 @@ def load_training_config(config_path: Path, overrides: dict[str, Any]):
     return config, Schedule(**schedule_fields)
 
 
-def load_datasets(data_dir: Path, seed: int = 0):
-    """(train, val) SpineDatasets from the paper's layout or from a folder of volumes."""
+def load_datasets(
+    data_dir: Path,
+    seed: int = 0,
+    extra_train: list[Path] | None = None,
+    empty_slices: int = 0,
+):
+    """(train, val) SpineDatasets from the paper's layout or from a folder of volumes.
+
+    extra_train: more folders (volume pairs or VIA image folders) whose images all go to the
+    training set, e.g. phantoms from spine.phantom. empty_slices: slices without vertebrae to
+    keep per volume (volume folders only; spine-prepare --empty-per-volume does it for the
+    paper's layout); they are trained on as negatives when SKIP_EMPTY_IMAGES is false.
+    """
     from spine.dataset import SpineDataset
 
     if not data_dir.is_dir():
@@ -103,17 +114,39 @@ def load_datasets(data_dir: Path, seed: int = 0):
         train.load_via_folder(train_dir)
         val.load_via_folder(val_dir)
     else:
-        from spine.prepare import find_pairs, split_subjects
+        from spine.prepare import split_subjects
 
-        pairs = find_pairs(data_dir)  # raises SpineInputError when there are none
+        pairs = _volume_pairs(data_dir)
         split = split_subjects(pairs, seed=seed)
-        train.load_volumes([p for p in pairs if p.subject in split["train"]])
+        train.load_volumes(
+            [p for p in pairs if p.subject in split["train"]], empty_slices=empty_slices
+        )
         val.load_volumes([p for p in pairs if p.subject in split["val"]])
+    for folder in extra_train or []:
+        added = _load_any_folder(train, Path(folder), empty_slices)
+        logger.info("%s: %d extra training slices", folder, added)
     train.prepare()
     val.prepare()
     if train.num_images == 0 or val.num_images == 0:
         raise SpineInputError(f"{data_dir}: no annotated slices in train or val")
     return train, val
+
+
+def _volume_pairs(folder: Path):
+    from spine.prepare import find_pairs
+
+    return find_pairs(folder)  # raises SpineInputError when there are none
+
+
+def _load_any_folder(dataset, folder: Path, empty_slices: int) -> int:
+    """Add a VIA image folder or a folder of volume pairs to dataset; returns images added."""
+    from spine.via import VIA_FILENAME
+
+    if not folder.is_dir():
+        raise SpineInputError(f"extra training folder not found: {folder}")
+    if (folder / VIA_FILENAME).is_file():
+        return dataset.load_via_folder(folder)
+    return dataset.load_volumes(_volume_pairs(folder), empty_slices=empty_slices)
 
 
 def initial_weights(model, choice: str) -> None:
@@ -164,7 +197,12 @@ def train(args: argparse.Namespace):
         schedule.finetune_epochs = args.finetune_epochs
     if args.steps_per_epoch is not None:
         config = config.replace(STEPS_PER_EPOCH=args.steps_per_epoch)
-    train_set, val_set = load_datasets(Path(args.data), seed=args.seed)
+    train_set, val_set = load_datasets(
+        Path(args.data),
+        seed=args.split_seed,
+        extra_train=[Path(p) for p in args.extra_train or []],
+        empty_slices=args.empty_slices,
+    )
     logger.info(
         "train: %d slices, val: %d slices; stages (layers, last epoch): %s",
         train_set.num_images,
@@ -205,7 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune-epochs", type=int, help="epochs of stage 3 (all layers at LR/10)"
     )
     parser.add_argument("--steps-per-epoch", type=int)
-    parser.add_argument("--seed", type=int, default=0, help="split and augmentation seed")
+    parser.add_argument(
+        "--extra-train",
+        action="append",
+        metavar="DIR",
+        help="more training data (volume pairs or a VIA folder), e.g. phantoms; repeatable",
+    )
+    parser.add_argument(
+        "--empty-slices",
+        type=int,
+        default=0,
+        help="slices without vertebrae kept per volume (volume folders; negatives when "
+        "SKIP_EMPTY_IMAGES=false)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="subject split of a volume folder (spine-prepare's seed; keep it fixed, or "
+        "validation subjects leak into training)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="augmentation seed")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     return parser
 

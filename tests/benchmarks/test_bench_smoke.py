@@ -67,3 +67,15 @@ def test_end_to_end_json_has_slice_rate_and_peak_memory(quick_run: Path) -> None
     assert data["warm"]["slices_per_s"] > 0
     assert data["peak_rss_mib"] > 0
     assert set(data["tracemalloc_peak_mib"]) == {"load_volume", "segment_volume", "write_nifti"}
+
+
+def test_isolated_step_runs_or_says_why_it_skipped(quick_run: Path) -> None:
+    data = json.loads((quick_run / "results" / "isolated.json").read_text())
+    text = (quick_run / "RESULTS.md").read_text()
+    assert "### Each model alone in its own process" in text
+    if importlib.util.find_spec("torchvision") is None:
+        assert data == {"skipped": "torch/torchvision not installed"}
+        assert "(torch/torchvision not installed)" in text
+    else:
+        (case,) = data["cases"]
+        assert case["ratio"] > 0 and len(case["times_s"]["ours"]) == 1

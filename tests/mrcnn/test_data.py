@@ -225,6 +225,17 @@ def test_sequence_skips_images_without_instances(dataset):
         assert (n > 0).all()
 
 
+def test_sequence_keeps_empty_images_as_negatives_when_asked(dataset):
+    config = small_config(SKIP_EMPTY_IMAGES=False, IMAGES_PER_GPU=1)
+    sequence = DataSequence(dataset, config, shuffle=False)
+    (inputs,) = sequence[1]  # image 1 has no instances
+    assert inputs["input_image_meta"][0, 0] == 1
+    assert not inputs["input_gt_class_ids"].any() and not inputs["input_gt_masks"].any()
+    assert inputs["input_gt_masks"].shape == (1, 14, 14, 4)
+    match = inputs["input_rpn_match"][0, :, 0]
+    assert (match == 1).sum() == 0 and (match == -1).sum() == 32  # all sampled anchors negative
+
+
 def test_sequence_is_reproducible_per_seed_epoch_and_index(dataset):
     config = small_config()
     first = DataSequence(dataset, config, seed=7)

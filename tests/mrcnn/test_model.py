@@ -43,6 +43,15 @@ def test_inference_graph_output_shapes(config):
     assert tuple(out["mrcnn_class"].shape) == (2, 32, 4)
 
 
+@pytest.mark.parametrize("channels, expected", [(None, 64), (32, 32)])
+def test_rpn_shared_conv_width_defaults_to_twice_the_fpn_width(channels, expected):
+    # None: Matterport's layout (2 x TOP_DOWN_PYRAMID_SIZE = 64 here); an int: torchvision's
+    # style, as wide as the FPN.
+    model = build_model(tiny_config(RPN_CONV_SHARED_CHANNELS=channels), "inference")
+    kernel = model.get_layer("rpn_model").get_layer("rpn_conv_shared").kernel
+    assert tuple(kernel.shape) == (3, 3, 32, expected)
+
+
 def _weights(model, names):
     return {n: [keras.ops.convert_to_numpy(w).copy() for w in model.get_layer(n).weights]
             for n in names}

@@ -300,10 +300,11 @@ def test_cli_baseline_only_on_two_real_volumes(tmp_path):
 class OracleModel:
     """Stands in for MaskRCNN: detect() returns the true bodies of each slice it is shown."""
 
-    def __init__(self, volume, labels: np.ndarray) -> None:
+    def __init__(self, volume, labels: np.ndarray, lowest_score: float = 0.9) -> None:
         stack = pipeline.model_stack(volume)
         self.lookup = {stack[i].tobytes(): i for i in range(volume.num_slices)}
         self.labels = labels
+        self.lowest_score = lowest_score  # score of the last (lowest) body of each slice
 
     def detect(self, images, verbose=0):
         out = []
@@ -312,7 +313,8 @@ class OracleModel:
             masks, ids = instance_masks(labels)
             out.append({"rois": pipeline.boxes_from_masks(masks),
                         "class_ids": np.ones(len(ids), np.int32),
-                        "scores": np.linspace(0.99, 0.9, len(ids)).astype(np.float32),
+                        "scores": np.linspace(0.99, self.lowest_score, len(ids)).astype(
+                            np.float32),
                         "masks": masks})
         return out
 
@@ -327,6 +329,21 @@ def test_an_oracle_model_scores_perfectly(phantom_dir):
     m = result.methods["model"]
     assert m.scores.mean_dice == 1.0 and m.scores.recall == 1.0 and m.scores.false_bodies == 0
     assert m.slices.summary()["mAP50"] == 1.0 and m.slices.summary()["mAP50_95"] == 1.0
+
+
+def test_label_maps_use_the_operating_point_while_ap_ranks_every_detection(phantom_dir):
+    from spine.volume import load_label_map, load_volume
+
+    case = find_cases(phantom_dir)[0]
+    volume = load_volume(case.image)
+    model = OracleModel(volume, load_label_map(case.labels, like=volume), lowest_score=0.3)
+    segmenter = pipeline.Segmenter(model, config=None)
+    result = evaluate.evaluate_case(case, segmenter, baseline=False, min_score=0.5)
+    m = result.methods["model"]
+    # The lowest body scores 0.3 on every slice: below the operating point it is missing
+    # from the label map, but ranked last it is still a true detection for AP.
+    assert m.scores.recall < 1.0 and m.scores.false_bodies == 0
+    assert m.slices.summary()["mAP50"] == 1.0
 
 
 @pytest.mark.slow

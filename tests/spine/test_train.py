@@ -86,3 +86,30 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path, tiny_config):
         "mask_rcnn_nbtest_0001.weights.h5", "mask_rcnn_nbtest_0002.weights.h5"
     ]
     assert len({p.parent for p in checkpoints}) == 1  # the same run folder
+
+
+def test_extra_training_folders_and_empty_slices_go_to_the_training_set(tmp_path):
+    data, extra = tmp_path / "data", tmp_path / "phantoms"
+    for folder, seeds in ((data, range(4)), (extra, range(10, 12))):
+        folder.mkdir()
+        for seed in seeds:
+            make_phantom(seed, size=64, name=f"phantom_{seed:02d}").save(folder)
+    base_train, base_val = train.load_datasets(data)
+    more_train, more_val = train.load_datasets(data, extra_train=[extra], empty_slices=2)
+    assert more_val.num_images == base_val.num_images  # validation never changes
+    added = more_train.num_images - base_train.num_images
+    extra_volumes = {info["volume"] for info in more_train.image_info} - {
+        info["volume"] for info in base_train.image_info}
+    assert extra_volumes == {"phantom_10", "phantom_11"}
+    empties = [i for i in more_train.image_ids if more_train.load_mask(i)[0].shape[-1] == 0]
+    assert 0 < len(empties) <= 2 * 5 and added > len(empties)
+    assert all(base_train.load_mask(i)[0].shape[-1] > 0 for i in base_train.image_ids)
+
+
+def test_missing_extra_training_folder_is_a_user_error(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for seed in range(4):
+        make_phantom(seed, size=64, name=f"phantom_{seed:02d}").save(data)
+    with pytest.raises(SpineInputError, match="extra training folder not found"):
+        train.load_datasets(data, extra_train=[tmp_path / "nope"])
