@@ -30,19 +30,9 @@ def time_side(side: str, backbone: str, size: int, calls: int, warmup: int = 2) 
 
     config = models.our_config(backbone, size, 1)
     if side == "torchvision":
-        import torch
-
-        model, images = models.torchvision_model(config), models.torch_images(size, 1)
-
-        def call() -> Any:
-            with torch.inference_mode():
-                return model(images)
+        _, call = models.torchvision_call(config, size, 1)
     else:
-        ours, images = models.build_ours(config), models.our_images(size, 1)
-
-        def call() -> Any:
-            return ours.detect(images)
-
+        call = models.our_call(config, size, 1)
     for _ in range(warmup):
         call()
     return [common.time_call(call) for _ in range(calls)]

@@ -72,23 +72,12 @@ def run_case(case: dict[str, Any], warmup: int, with_torchvision: bool) -> dict[
                               "pre_nms_limit": int(config.PRE_NMS_LIMIT),
                               "post_nms_rois": int(config.POST_NMS_ROIS_INFERENCE),
                               "detections_max": int(config.DETECTION_MAX_INSTANCES)}
-    ours = models.build_ours(config)
-    images = models.our_images(size, batch)
-    calls: dict[str, Any] = {"ours": lambda: ours.detect(images)}
+    calls: dict[str, Any] = {"ours": models.our_call(config, size, batch)}
     if with_torchvision:
-        import torch
-
-        theirs = models.torchvision_model(config)
-        tensors = models.torch_images(size, batch)
+        theirs, calls["torchvision"] = models.torchvision_call(config, size, batch)
         proposals: list[int] = []
         theirs.rpn.register_forward_hook(
             lambda _m, _i, out: proposals.append(int(out[0][0].shape[0])))
-
-        def run_theirs() -> Any:
-            with torch.inference_mode():
-                return theirs(tensors)
-
-        calls["torchvision"] = run_theirs
     first = {name: common.time_call(fn) for name, fn in calls.items()}  # includes tracing
     for _ in range(max(0, warmup - 1)):
         for fn in calls.values():

@@ -199,3 +199,23 @@ def torch_images(size: int, batch: int, seed: int = 0) -> list[Any]:
 
     return [torch.from_numpy(im.transpose(2, 0, 1).astype(np.float32) / 255.0)
             for im in our_images(size, batch, seed)]
+
+
+# ------------------------------------------------------------------------------ calls
+def our_call(config: Any, size: int, batch: int) -> Any:
+    """A zero-argument call of our full detect() on `batch` random slices."""
+    ours, images = build_ours(config), our_images(size, batch)
+    return lambda: ours.detect(images)
+
+
+def torchvision_call(config: Any, size: int, batch: int) -> tuple[Any, Any]:
+    """(model, zero-argument call) of torchvision's model on the same slices."""
+    import torch
+
+    model, tensors = torchvision_model(config), torch_images(size, batch)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return model(tensors)
+
+    return model, call

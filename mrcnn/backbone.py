@@ -134,8 +134,9 @@ def resnet_graph(
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {architecture!r}; use one of {sorted(ARCHITECTURES)}")
     counts, bottleneck = ARCHITECTURES[architecture]
-    # Every layer is named explicitly: Keras' automatic names come from per-thread counters,
-    # and in a server thread (Streamlit) they have produced duplicate names in one model.
+    # Every layer is named explicitly: building the model inside the Streamlit app once gave
+    # two layers the same automatic name ("activation"), a ValueError; the cause in Keras'
+    # automatic naming was not pinned down, explicit names make the build independent of it.
     x = layers.ZeroPadding2D((3, 3), name="conv1_pad")(input_image)
     x = _conv(scaled(64, width), 7, strides=2, name="conv1")(x)
     x = layers.Activation("relu", name="conv1_relu")(_batch_norm(x, "bn_conv1", train_bn))

@@ -417,12 +417,13 @@ def run_model(
     from spine.pipeline import VOLUME_BATCH, clean_detections, link_slices, model_stack
 
     stack = model_stack(volume)
-    per_slice: list[tuple[np.ndarray, np.ndarray]] = []
+    per_slice: list[tuple[np.ndarray, np.ndarray]] = []  # every detection, for AP
+    kept: list[tuple[np.ndarray, np.ndarray]] = []  # those at the operating point
     for start in range(0, volume.num_slices, VOLUME_BATCH):
         indices = list(range(start, min(start + VOLUME_BATCH, volume.num_slices)))
         for detection in segmenter.detect_slices(volume, indices, stack):
             per_slice.append(clean_detections(detection))
-    kept = [(m[..., s >= min_score], s[s >= min_score]) for m, s in per_slice]
+            kept.append(clean_detections(detection, min_score))
     result = link_slices(kept, volume.data.shape, volume.spacing)
     return np.asarray(result.labels, dtype=np.int32), per_slice
 
@@ -471,17 +472,10 @@ def load_evaluation_segmenter(
     AP sees the ranked detections below the operating point (as COCO ranks detections down
     to a low score); the label maps keep the config's threshold, which is returned.
     """
-    from mrcnn.config import Config
-    from spine.errors import MissingWeightsError
-    from spine.pipeline import load_segmenter, resolve_model_paths
+    from spine.pipeline import load_model_config, load_segmenter, resolve_model_paths
 
-    weights_path, config_path = resolve_model_paths(weights, config)
-    if not Path(config_path).is_file():
-        raise MissingWeightsError(f"Model config not found: {config_path}")
-    try:
-        cfg = Config.from_toml(config_path)
-    except (ValueError, OSError) as exc:
-        raise MissingWeightsError(f"Model config {config_path} is not valid: {exc}") from exc
+    weights_path, config_src = resolve_model_paths(weights, config)
+    cfg = load_model_config(config_src, weights_path)
     operating = float(cfg.DETECTION_MIN_CONFIDENCE)
     cfg = cfg.replace(DETECTION_MIN_CONFIDENCE=min(operating, ap_min_confidence))
     return load_segmenter(weights_path, cfg), operating

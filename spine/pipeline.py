@@ -186,6 +186,27 @@ def missing_weights_message(weights: Path) -> str:
     )
 
 
+def load_model_config(config_src: Path | Config, weights_path: Path) -> Config:
+    """The Config the weights were trained with: a Config as given, or read from its TOML.
+
+    Raises MissingWeightsError (a SpineInputError) if the file is missing or not valid.
+    """
+    from mrcnn.config import Config
+
+    if not isinstance(config_src, Path):
+        return config_src
+    if not config_src.is_file():
+        raise MissingWeightsError(
+            f"Model config not found: {config_src}. It is the TOML file the weights "
+            f"{weights_path.name} were trained with; pass it with --config (CLI) or "
+            f"${CONFIG_ENV}."
+        )
+    try:
+        return Config.from_toml(config_src)
+    except (ValueError, OSError) as exc:
+        raise MissingWeightsError(f"Model config {config_src} is not valid: {exc}") from exc
+
+
 def load_segmenter(
     weights: str | Path | None = None, config: str | Path | Config | None = None
 ) -> Segmenter:
@@ -194,24 +215,10 @@ def load_segmenter(
     Raises MissingWeightsError (a SpineInputError) if the weights or config file is missing
     or the weights do not fit the config; never falls back to an untrained model.
     """
-    from mrcnn.config import Config
-
     weights_path, config_src = resolve_model_paths(weights, config)
     if not weights_path.is_file():
         raise MissingWeightsError(missing_weights_message(weights_path))
-    if isinstance(config_src, Path):
-        if not config_src.is_file():
-            raise MissingWeightsError(
-                f"Model config not found: {config_src}. It is the TOML file the weights "
-                f"{weights_path.name} were trained with; pass it with --config (CLI) or "
-                f"${CONFIG_ENV}."
-            )
-        try:
-            cfg = Config.from_toml(config_src)
-        except (ValueError, OSError) as exc:
-            raise MissingWeightsError(f"Model config {config_src} is not valid: {exc}") from exc
-    else:
-        cfg = config_src
+    cfg = load_model_config(config_src, weights_path)
     # Inference: one image per step; detect() batches any number of slices internally.
     cfg = cfg.replace(GPU_COUNT=1, IMAGES_PER_GPU=1)
 

@@ -114,9 +114,9 @@ def load_datasets(
         train.load_via_folder(train_dir)
         val.load_via_folder(val_dir)
     else:
-        from spine.prepare import split_subjects
+        from spine.prepare import find_pairs, split_subjects
 
-        pairs = _volume_pairs(data_dir)
+        pairs = find_pairs(data_dir)  # raises SpineInputError when there are none
         split = split_subjects(pairs, seed=seed)
         train.load_volumes(
             [p for p in pairs if p.subject in split["train"]], empty_slices=empty_slices
@@ -132,21 +132,16 @@ def load_datasets(
     return train, val
 
 
-def _volume_pairs(folder: Path):
-    from spine.prepare import find_pairs
-
-    return find_pairs(folder)  # raises SpineInputError when there are none
-
-
 def _load_any_folder(dataset, folder: Path, empty_slices: int) -> int:
     """Add a VIA image folder or a folder of volume pairs to dataset; returns images added."""
+    from spine.prepare import find_pairs
     from spine.via import VIA_FILENAME
 
     if not folder.is_dir():
         raise SpineInputError(f"extra training folder not found: {folder}")
     if (folder / VIA_FILENAME).is_file():
         return dataset.load_via_folder(folder)
-    return dataset.load_volumes(_volume_pairs(folder), empty_slices=empty_slices)
+    return dataset.load_volumes(find_pairs(folder), empty_slices=empty_slices)
 
 
 def initial_weights(model, choice: str) -> None:
