@@ -36,9 +36,10 @@ DEMO_TOML = common.REPO_ROOT / "configs" / "demo.toml"
 def demo_config(quick: bool) -> tuple[Any, str]:
     """The demo model's config (configs/demo.toml, else resnet18 x0.5 at 512 px)."""
     from mrcnn.config import Config
+    from spine.config import SpineConfig
 
     if DEMO_TOML.is_file():
-        config, source = Config.from_toml(DEMO_TOML), "configs/demo.toml"
+        config, source = SpineConfig.from_toml(DEMO_TOML), "configs/demo.toml"
     else:
         config = Config(NAME="demo_fallback", NUM_CLASSES=2, BACKBONE="resnet18",
                         BACKBONE_WIDTH=0.5, IMAGE_MIN_DIM=512, IMAGE_MAX_DIM=512,

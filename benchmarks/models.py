@@ -62,9 +62,9 @@ def base_fields(backbone: str) -> tuple[dict[str, Any], str]:
         keep = ("BACKBONE", "BACKBONE_WIDTH", "TOP_DOWN_PYRAMID_SIZE",
                 "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CONV_SIZE", "RPN_ANCHOR_SCALES")
         if DEMO_TOML.is_file():
-            from mrcnn.config import Config
+            from spine.config import SpineConfig
 
-            cfg = Config.from_toml(DEMO_TOML)
+            cfg = SpineConfig.from_toml(DEMO_TOML)
             fields = {k: getattr(cfg, k) for k in keep}
             return fields, f"configs/demo.toml ({cfg.BACKBONE} x{cfg.BACKBONE_WIDTH})"
         return ({"BACKBONE": "resnet18", "BACKBONE_WIDTH": 0.5},

@@ -3,7 +3,9 @@
 One class, "vertebra" (id 1). Two ways to fill it:
 - load_via_folder(folder): the paper's layout, a folder of slice images with via_region_data.json;
 - load_volumes(pairs): (image NIfTI, label NIfTI) pairs; every sagittal slice with vertebrae
-  becomes an image (windowed once per volume), each label value an instance.
+  becomes an image (windowed once per volume), each label value an instance. With
+  neighbour_channels the image's R and B channels hold the slices on either side
+  (spine.config.SpineConfig.NEIGHBOUR_CHANNELS); VIA images are used as stored.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mrcnn.data import Dataset, to_rgb_uint8
+from mrcnn.data import Dataset
 from spine.errors import AnnotationError
 from spine.via import VIA_FILENAME, read_via, regions_to_masks
 from spine.volume import (
@@ -24,6 +26,7 @@ from spine.volume import (
     labelled_slices,
     load_label_map,
     load_volume,
+    slice_channels,
     window_percentile,
 )
 
@@ -37,9 +40,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 class SpineDataset(Dataset):
     """Vertebra instances for Mask R-CNN (class 'vertebra', id 1)."""
 
-    def __init__(self, class_map: dict | None = None) -> None:
+    def __init__(self, class_map: dict | None = None, neighbour_channels: bool = False) -> None:
         super().__init__(class_map)
         self.add_class(SOURCE, 1, CLASS_NAME)
+        self.neighbour_channels = neighbour_channels
         # Volume-backed images: name -> (windowed uint8 [S, H, W], labels [S, H, W]).
         self._stacks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -122,10 +126,12 @@ class SpineDataset(Dataset):
     # ------------------------------------------------------------------ Dataset API
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """RGB uint8 [H, W, 3] (volume slices windowed per volume; files as stored)."""
+        """RGB uint8 [H, W, 3] (volume slices windowed per volume, with their neighbours in R
+        and B if neighbour_channels; files as stored)."""
         info = self.image_info[image_id]
         if "volume" in info:
-            return to_rgb_uint8(self._stacks[info["volume"]][0][info["slice"]])
+            stack = self._stacks[info["volume"]][0]
+            return slice_channels(stack, info["slice"], self.neighbour_channels)
         return super().load_image(image_id)
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -191,7 +191,7 @@ def load_model_config(config_src: Path | Config, weights_path: Path) -> Config:
 
     Raises MissingWeightsError (a SpineInputError) if the file is missing or not valid.
     """
-    from mrcnn.config import Config
+    from spine.config import SpineConfig
 
     if not isinstance(config_src, Path):
         return config_src
@@ -202,7 +202,7 @@ def load_model_config(config_src: Path | Config, weights_path: Path) -> Config:
             f"${CONFIG_ENV}."
         )
     try:
-        return Config.from_toml(config_src)
+        return SpineConfig.from_toml(config_src)
     except (ValueError, OSError) as exc:
         raise MissingWeightsError(f"Model config {config_src} is not valid: {exc}") from exc
 
@@ -256,8 +256,12 @@ class Segmenter:
 
         stack: the volume already windowed by model_stack (computed here when None).
         """
+        from spine.config import uses_neighbours
+        from spine.volume import slice_channels
+
         stack = model_stack(volume) if stack is None else stack
-        images = [np.repeat(stack[i][..., None], 3, axis=-1) for i in indices]  # [H, W, 3]
+        neighbours = uses_neighbours(self.config)
+        images = [slice_channels(stack, i, neighbours) for i in indices]  # [H, W, 3] each
         with self._lock:
             return self.model.detect(images, verbose=0)
 

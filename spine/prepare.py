@@ -7,6 +7,8 @@ also a folder with images/ + masks/ subfolders matched by file name), splits sub
 train/val stratified by source (the name before the trailing _NN), reproducibly per seed,
 and writes OUT/split.json, OUT/train/ and OUT/val/ (slice PNGs + via_region_data.json).
 Slices without vertebrae are left out unless --empty-per-volume asks for some.
+--neighbour-channels writes RGB images holding (slice above, slice, slice below), the input
+of a model trained with neighbour_channels = true (spine.config); plain grey images otherwise.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from spine.volume import (
     load_label_map,
     load_volume,
     save_image,
+    slice_channels,
     window_percentile,
 )
 
@@ -139,15 +142,18 @@ def export_subject(
     out_dir: Path,
     min_area: int,
     empty_per_volume: int,
+    neighbour_channels: bool = False,
 ) -> list[dict]:
-    """Write one volume's slices as PNGs into out_dir; returns their VIA 2 entries."""
+    """Write one volume's slices as PNGs into out_dir (grey, or RGB with the neighbouring
+    slices in R and B); returns their VIA 2 entries."""
     volume = load_volume(image, name=subject)
     labels = load_label_map(labels_path, like=volume)
     stack = window_percentile(volume.data)  # [S, H, W] uint8, one window for the volume
     entries = []
     for s in labelled_slices(labels, min_area, empty_per_volume):
         filename = f"{subject}_s{s:03d}.png"
-        path = save_image(stack[s], out_dir / filename)
+        image = slice_channels(stack, s, neighbours=True) if neighbour_channels else stack[s]
+        path = save_image(image, out_dir / filename)
         masks = label_instances(labels[s], min_area)  # [H, W, N], top to bottom
         entries.append(masks_to_via_entry(filename, masks, size=path.stat().st_size))
     return entries
@@ -161,6 +167,7 @@ def prepare(
     min_area: int = 20,
     empty_per_volume: int = 0,
     progress: bool = True,
+    neighbour_channels: bool = False,
 ) -> dict:
     """Run the whole preparation; returns the split summary also written to OUT/split.json."""
     from tqdm import tqdm
@@ -179,7 +186,9 @@ def prepare(
         entries: list[dict] = []
         for subject in split[part]:
             _, image, labels = by_subject[subject]
-            entries += export_subject(image, labels, subject, tmp, min_area, empty_per_volume)
+            entries += export_subject(
+                image, labels, subject, tmp, min_area, empty_per_volume, neighbour_channels
+            )
             bar.update(1)
         write_via(entries, tmp / VIA_FILENAME)
         shutil.rmtree(out / part, ignore_errors=True)
@@ -189,7 +198,8 @@ def prepare(
     bar.close()
     summary = {
         "seed": seed, "val_fraction": val_fraction, "min_area": min_area,
-        "empty_per_volume": empty_per_volume, "src": str(Path(src).resolve()),
+        "empty_per_volume": empty_per_volume, "neighbour_channels": neighbour_channels,
+        "src": str(Path(src).resolve()),
         "sources": sorted({source_of(s) for s in by_subject}), "counts": counts, **split,
     }  # fmt: skip
     text = json.dumps(summary, indent=1)
@@ -217,12 +227,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--empty-per-volume", type=int, default=0, help="slices without vertebrae to keep"
     )
+    parser.add_argument(
+        "--neighbour-channels",
+        action="store_true",
+        help="RGB images with the neighbouring slices in R and B (for neighbour_channels models)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         summary = prepare(
-            args.src, args.out, args.seed, args.val_fraction, args.min_area, args.empty_per_volume
-        )
+            args.src, args.out, args.seed, args.val_fraction, args.min_area,
+            args.empty_per_volume, neighbour_channels=args.neighbour_channels,
+        )  # fmt: skip
     except SpineInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -76,7 +76,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def load_training_config(config_path: Path, overrides: dict[str, Any]):
     """Config + schedule from a TOML file; overrides apply to both (HEADS_EPOCHS, ALL_EPOCHS)."""
-    from mrcnn.config import Config, load_schedule
+    from mrcnn.config import load_schedule
+    from spine.config import SpineConfig
 
     if not config_path.is_file():
         raise SpineInputError(f"config file not found: {config_path}")
@@ -85,7 +86,7 @@ def load_training_config(config_path: Path, overrides: dict[str, Any]):
         if key in overrides:
             schedule_fields[key.lower()] = int(overrides.pop(key))
     try:
-        config = Config.from_toml(config_path, **overrides)
+        config = SpineConfig.from_toml(config_path, **overrides)
     except ValueError as err:
         raise SpineInputError(str(err)) from err
     return config, Schedule(**schedule_fields)
@@ -96,6 +97,7 @@ def load_datasets(
     seed: int = 0,
     extra_train: list[Path] | None = None,
     empty_slices: int = 0,
+    neighbour_channels: bool = False,
 ):
     """(train, val) SpineDatasets from the paper's layout or from a folder of volumes.
 
@@ -103,14 +105,18 @@ def load_datasets(
     training set, e.g. phantoms from spine.phantom. empty_slices: slices without vertebrae to
     keep per volume (volume folders only; spine-prepare --empty-per-volume does it for the
     paper's layout); they are trained on as negatives when SKIP_EMPTY_IMAGES is false.
+    neighbour_channels: volume slices carry their neighbours in R and B
+    (SpineConfig.NEIGHBOUR_CHANNELS).
     """
     from spine.dataset import SpineDataset
 
     if not data_dir.is_dir():
         raise SpineInputError(f"data folder not found: {data_dir}")
     train_dir, val_dir = data_dir / "train", data_dir / "val"
-    train, val = SpineDataset(), SpineDataset()
+    train = SpineDataset(neighbour_channels=neighbour_channels)
+    val = SpineDataset(neighbour_channels=neighbour_channels)
     if train_dir.is_dir() and val_dir.is_dir():
+        check_prepared_channels(data_dir, neighbour_channels)
         train.load_via_folder(train_dir)
         val.load_via_folder(val_dir)
     else:
@@ -130,6 +136,28 @@ def load_datasets(
     if train.num_images == 0 or val.num_images == 0:
         raise SpineInputError(f"{data_dir}: no annotated slices in train or val")
     return train, val
+
+
+def check_prepared_channels(data_dir: Path, neighbour_channels: bool) -> None:
+    """Refuse a spine-prepare folder whose images do not hold what the config's input needs
+    (neighbouring slices in R and B, or plain grey slices): the model would learn from one
+    kind of image and be shown the other by spine.pipeline."""
+    import json
+
+    summary_path = data_dir / "split.json"
+    prepared = False
+    if summary_path.is_file():
+        prepared = bool(json.loads(summary_path.read_text()).get("neighbour_channels", False))
+    elif not neighbour_channels:
+        return  # a user's own VIA folders: images are used as stored
+    if prepared != neighbour_channels:
+        flag = "with" if neighbour_channels else "without"
+        raise SpineInputError(
+            f"{data_dir}: the config has neighbour_channels = {str(neighbour_channels).lower()}"
+            f" but the images {'do not hold' if neighbour_channels else 'hold'} neighbouring "
+            f"slices; run spine-prepare {flag} --neighbour-channels, or train from the volume "
+            "folder itself"
+        )
 
 
 def _load_any_folder(dataset, folder: Path, empty_slices: int) -> int:
@@ -182,6 +210,7 @@ def train(args: argparse.Namespace):
     """Run the schedule; returns the MaskRCNN model after the last stage."""
     from mrcnn.model import MaskRCNN
     from spine.augment import SpineAugmenter
+    from spine.config import uses_neighbours
 
     config, schedule = load_training_config(Path(args.config), parse_overrides(args.set or []))
     if args.heads_epochs is not None:
@@ -197,6 +226,7 @@ def train(args: argparse.Namespace):
         seed=args.split_seed,
         extra_train=[Path(p) for p in args.extra_train or []],
         empty_slices=args.empty_slices,
+        neighbour_channels=uses_neighbours(config),
     )
     logger.info(
         "train: %d slices, val: %d slices; stages (layers, last epoch): %s",

@@ -392,6 +392,20 @@ def _to_uint8(unit: np.ndarray) -> np.ndarray:
     return np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def slice_channels(stack: np.ndarray, index: int, neighbours: bool = False) -> np.ndarray:
+    """The network's 3-channel image of slice `index` of a windowed stack uint8 [S, H, W].
+
+    neighbours False: the slice repeated in R, G and B -> [H, W, 3].
+    neighbours True: (slice index-1, index, index+1) in (R, G, B), the "2.5D" input; at the
+    first and last slice the missing neighbour is the slice itself (edge replication).
+    """
+    if not neighbours:
+        return np.repeat(stack[index][..., None], 3, axis=-1)
+    last = stack.shape[0] - 1
+    picks = (max(index - 1, 0), index, min(index + 1, last))
+    return np.stack([stack[i] for i in picks], axis=-1)
+
+
 # ----------------------------------------------------------------------------- network frame
 
 

@@ -79,3 +79,23 @@ def test_via_folder_with_missing_images_is_an_annotation_error(tmp_path):
         SpineDataset().load_via_folder(tmp_path)
     with pytest.raises(AnnotationError, match="via_region_data.json"):
         SpineDataset().load_via_folder(tmp_path / "nothing")
+
+
+def test_neighbour_channels_hold_the_slices_on_either_side(volume_pair):
+    image, labels, ph = volume_pair
+    plain, context = SpineDataset(), SpineDataset(neighbour_channels=True)
+    plain.load_volumes([(image, labels)], empty_slices=8)  # every slice, edges included
+    context.load_volumes([(image, labels)], empty_slices=8)
+    plain.prepare()
+    context.prepare()
+    grey = {info["slice"]: plain.load_image(i)[..., 0] for i, info in enumerate(plain.image_info)}
+    last = max(grey)
+    assert sorted(grey) == list(range(last + 1))
+    for i, info in enumerate(context.image_info):
+        s = info["slice"]
+        rgb = context.load_image(i)
+        np.testing.assert_array_equal(rgb[..., 0], grey[max(s - 1, 0)])
+        np.testing.assert_array_equal(rgb[..., 1], grey[s])
+        np.testing.assert_array_equal(rgb[..., 2], grey[min(s + 1, last)])
+        # the masks are those of the centre slice, whatever the channels hold
+        np.testing.assert_array_equal(context.load_mask(i)[0], plain.load_mask(i)[0])

@@ -403,3 +403,50 @@ def test_result_files_bundle_via_json_with_the_images_it_names(oracle, volume):
             assert entry.filename in names
             assert len(zf.read(entry.filename)) == entry.size
     assert len(entries) == int(result.labels.any(axis=(1, 2)).sum())
+
+
+# ----------------------------------------------------------------------------- 2.5D input
+class RecordingModel:
+    """Records the images model.detect is shown and finds nothing."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+
+    def detect(self, images, verbose=0):
+        self.images += list(images)
+        empty = np.zeros(images[0].shape[:2] + (0,), bool)
+        return [{"rois": np.zeros([0, 4], np.int32), "class_ids": np.zeros([0], np.int32),
+                 "scores": np.zeros([0], np.float32), "masks": empty} for _ in images]  # fmt: skip
+
+
+def test_a_neighbour_model_is_shown_the_slices_on_either_side(volume):
+    from spine.config import SpineConfig
+
+    model = RecordingModel()
+    config = SpineConfig(NUM_CLASSES=2, NEIGHBOUR_CHANNELS=True)
+    pipeline.Segmenter(model, config).segment_volume(volume, batch=4)
+    stack = pipeline.model_stack(volume)
+    last = volume.num_slices - 1
+    assert len(model.images) == volume.num_slices
+    for s, image in enumerate(model.images):
+        np.testing.assert_array_equal(image[..., 0], stack[max(s - 1, 0)])
+        np.testing.assert_array_equal(image[..., 1], stack[s])
+        np.testing.assert_array_equal(image[..., 2], stack[min(s + 1, last)])
+
+
+def test_a_plain_model_is_shown_the_slice_in_every_channel(volume):
+    from spine.config import SpineConfig
+
+    model = RecordingModel()
+    pipeline.Segmenter(model, SpineConfig(NUM_CLASSES=2)).segment_slice(volume, 2)
+    (image,) = model.images
+    stack = pipeline.model_stack(volume)
+    for channel in range(3):
+        np.testing.assert_array_equal(image[..., channel], stack[2])
+
+
+def test_the_model_config_file_may_ask_for_neighbour_channels(tmp_path):
+    toml = tmp_path / "m.toml"
+    toml.write_text('num_classes = 2\nneighbour_channels = true\n')
+    config = pipeline.load_model_config(toml, tmp_path / "w.weights.h5")
+    assert config.NEIGHBOUR_CHANNELS is True

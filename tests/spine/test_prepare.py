@@ -107,6 +107,42 @@ def test_empty_slices_can_be_kept(cohort, tmp_path):
     assert np.isfinite(more["counts"]["train"]["instances"])
 
 
+def test_neighbour_channels_write_the_adjacent_slices_in_red_and_blue(cohort, tmp_path):
+    grey = prepare(cohort, tmp_path / "grey", progress=False, empty_per_volume=5)
+    rgb = prepare(cohort, tmp_path / "rgb", progress=False, empty_per_volume=5,
+                  neighbour_channels=True)  # fmt: skip
+    assert rgb["neighbour_channels"] and not grey["neighbour_channels"]
+    assert rgb["counts"] == grey["counts"]
+    plain, context = SpineDataset(), SpineDataset()
+    plain.load_via_folder(tmp_path / "grey" / "train")
+    context.load_via_folder(tmp_path / "rgb" / "train")
+    plain.prepare()
+    context.prepare()
+    grey_of = {info["id"]: plain.load_image(i)[..., 0] for i, info in enumerate(plain.image_info)}
+    for i, info in enumerate(context.image_info):
+        subject, s = info["id"].rsplit("_s", 1)
+        s = int(s.split(".")[0])
+        image = context.load_image(i)
+        below = grey_of.get(f"{subject}_s{s + 1:03d}.png", image[..., 1])  # edge: itself
+        np.testing.assert_array_equal(image[..., 1], grey_of[info["id"]])
+        np.testing.assert_array_equal(image[..., 2], below)
+        if s > 0:
+            np.testing.assert_array_equal(image[..., 0], grey_of[f"{subject}_s{s - 1:03d}.png"])
+
+
+def test_training_refuses_images_of_the_other_input_kind(cohort, tmp_path):
+    from spine.train import check_prepared_channels
+
+    prepare(cohort, tmp_path / "grey", progress=False)
+    prepare(cohort, tmp_path / "rgb", progress=False, neighbour_channels=True)
+    with pytest.raises(SpineInputError, match="--neighbour-channels"):
+        check_prepared_channels(tmp_path / "grey", neighbour_channels=True)
+    with pytest.raises(SpineInputError, match="without --neighbour-channels"):
+        check_prepared_channels(tmp_path / "rgb", neighbour_channels=False)
+    check_prepared_channels(tmp_path / "rgb", neighbour_channels=True)  # matching: accepted
+    check_prepared_channels(tmp_path / "grey", neighbour_channels=False)
+
+
 REAL = Path(__file__).parents[2].parent / "shared" / "data" / "real"
 
 

@@ -22,6 +22,7 @@ from spine.volume import (
     nifti_bytes,
     save_image,
     save_nifti,
+    slice_channels,
     volume_from_nifti,
     window_level,
     window_percentile,
@@ -290,3 +291,15 @@ def test_decompressed_size_is_capped(monkeypatch):
     monkeypatch.setattr(volume_module, "MAX_DECOMPRESSED_BYTES", 400)
     with pytest.raises(InvalidScanError, match="decompresses to more than"):
         load_volume(blob)
+
+
+def test_slice_channels_put_the_neighbours_in_red_and_blue():
+    stack = np.arange(4 * 2 * 3, dtype=np.uint8).reshape(4, 2, 3)  # [S, H, W]
+    plain = slice_channels(stack, 2)
+    assert plain.shape == (2, 3, 3) and plain.dtype == np.uint8
+    assert all((plain[..., c] == stack[2]).all() for c in range(3))
+    middle = slice_channels(stack, 2, neighbours=True)
+    np.testing.assert_array_equal(np.moveaxis(middle, -1, 0), stack[1:4])
+    first, last = slice_channels(stack, 0, True), slice_channels(stack, 3, True)
+    np.testing.assert_array_equal(np.moveaxis(first, -1, 0), stack[[0, 0, 1]])  # edge replicated
+    np.testing.assert_array_equal(np.moveaxis(last, -1, 0), stack[[2, 3, 3]])

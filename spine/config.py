@@ -1,0 +1,26 @@
+"""SpineConfig: mrcnn's Config plus the one spine-specific input setting.
+
+NEIGHBOUR_CHANNELS chooses what the network's three input channels hold for a sagittal slice:
+- False: the slice itself, repeated (an ordinary grey image, as Matterport's COCO model sees).
+- True: (slice above, slice, slice below) in (R, G, B), a "2.5D" input. The lateral partial
+  bodies are the hard cases on a single slice (a small blur at the edge of the stack); beside
+  the more central neighbour that still shows the whole body they are easy to place.
+Everything that builds model input (training datasets, spine.pipeline) reads it from here, so
+a model always sees at inference what it saw in training.
+"""
+
+from __future__ import annotations
+
+from mrcnn.config import Config
+
+
+class SpineConfig(Config):
+    """Config with NEIGHBOUR_CHANNELS (see the module docstring); TOML key neighbour_channels."""
+
+    NEIGHBOUR_CHANNELS = False
+
+
+def uses_neighbours(config: Config) -> bool:
+    """True if the model behind config expects neighbouring slices in its R and B channels
+    (a plain mrcnn Config never does)."""
+    return bool(getattr(config, "NEIGHBOUR_CHANNELS", False))
