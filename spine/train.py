@@ -204,6 +204,11 @@ def initial_weights(model, choice: str) -> None:
         if not path.is_file():
             raise MissingWeightsError(f"weights file not found: {path}")
         model.load_weights(str(path), by_name=True)
+        # A path is a starting point, not a resume (that is `last`): Matterport's loader
+        # takes a checkpoint's run folder and epoch from its name, which would make a
+        # fine-tune from epoch 28 of another run skip every stage ending at or before 28.
+        model.set_log_dir()
+        logger.info("starting a new run from %s at epoch 0", path)
 
 
 def train(args: argparse.Namespace):

@@ -87,6 +87,12 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path, tiny_config):
     ]
     assert len({p.parent for p in checkpoints}) == 1  # the same run folder
 
+    # A checkpoint passed as a path starts a new run at epoch 0 (a fine-tune), not a resume.
+    fresh = tmp_path / "fresh"
+    assert train.main([*common[:-1], str(fresh), "--weights", str(checkpoints[-1]),
+                       "--heads-epochs", "0", "--all-epochs", "1"]) == 0
+    assert [p.name for p in fresh.glob("*/*.weights.h5")] == ["mask_rcnn_nbtest_0001.weights.h5"]
+
 
 def test_extra_training_folders_and_empty_slices_go_to_the_training_set(tmp_path):
     data, extra = tmp_path / "data", tmp_path / "phantoms"
