@@ -34,7 +34,7 @@ def test_bundled_model_segments_the_example_scan(segmenter):
     result = segmenter.segment_volume(volume)
     scores = volume_metrics(truth, result.labels)
     assert scores.recall == 1.0  # all 7 bodies (T11-L5) found
-    assert scores.mean_dice >= 0.88, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.910
+    assert scores.mean_dice >= 0.88, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.924
 
 
 # Seeds 1000.. are the held-out evaluation phantoms (training used seeds 0-39).
@@ -45,7 +45,7 @@ def test_bundled_model_segments_held_out_phantoms(segmenter, tmp_path, seed):
     truth = load_label_map(tmp_path / "held_out_vertebrae.nii.gz", like=volume)
     scores = volume_metrics(truth, segmenter.segment_volume(volume).labels)
     assert scores.recall >= 0.9, f"recall {scores.recall:.3f}"  # measured: 1.0 on all three
-    assert scores.mean_dice >= 0.90, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.949-0.959
+    assert scores.mean_dice >= 0.90, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.944-0.962
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real data not found at {REAL}")
