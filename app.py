@@ -177,11 +177,16 @@ def sidebar_display(volume: Any) -> tuple[float, float]:
 
 def sidebar_naming() -> str:
     """The name of the lowest vertebra found (the others are named upward from it)."""
-    return st.sidebar.selectbox(
+    lowest = st.sidebar.selectbox(
         "Lowest vertebra found is", LEVELS, index=LEVELS.index("L5"), key="lowest",
         help="Vertebrae are named from their order: the lowest one found gets this name. "
         "The training scans end at L5; pick S1 if the sacrum is outlined too.",
     )
+    st.sidebar.caption(
+        "Level names are counted up from the lowest body found, not recognised by the model: "
+        "check the lowest one (a piece of sacrum found as a body shifts every name)."
+    )
+    return lowest
 
 
 def sidebar_overlay() -> dict[str, Any]:

@@ -198,6 +198,7 @@ def test_each_vertebra_gets_a_table_row_and_a_legend_entry(model_env, monkeypatc
     assert at.subheader[0].value == "2 vertebrae"
     at.selectbox(key="lowest").set_value("S1").run()  # rename without running the model
     assert at.dataframe[0].value["level"].tolist() == ["L5", "S1"]
+    assert "counted up from the lowest body found, not recognised" in texts(at.sidebar.caption)
 
 
 def test_a_slice_without_a_result_says_so_and_offers_no_downloads(model_env, phantom_bytes):
