@@ -53,7 +53,8 @@ class SpineDataset(Dataset):
         self, folder: str | Path, attribute: str | None = None, skip_empty: bool = False
     ) -> int:
         """Add the images of a folder annotated in VIA (via_region_data.json, or the folder's
-        single *.json). Returns the number of images added. Missing image files -> AnnotationError.
+        single *.json). Returns the number of images added. Missing image files, or grey images
+        in a neighbour_channels dataset -> AnnotationError.
         """
         folder = Path(folder)
         json_path = folder / VIA_FILENAME
@@ -78,6 +79,15 @@ class SpineDataset(Dataset):
             path = folder / im.filename
             with Image.open(path) as pil:
                 width, height = pil.size
+                single_channel = len(pil.getbands()) == 1
+            if self.neighbour_channels and single_channel:
+                # A grey image cannot carry the slices on either side: the model would be
+                # trained on something other than what spine.pipeline shows it.
+                raise AnnotationError(
+                    f"{path} is a single-channel image, but this dataset needs the "
+                    "neighbouring slices in R and B; write the images with "
+                    "spine-prepare --neighbour-channels, or train from the volumes"
+                )
             self.add_image(
                 SOURCE, image_id=im.filename, path=str(path), width=width, height=height,
                 regions=im.regions,

@@ -99,3 +99,12 @@ def test_neighbour_channels_hold_the_slices_on_either_side(volume_pair):
         np.testing.assert_array_equal(rgb[..., 2], grey[min(s + 1, last)])
         # the masks are those of the centre slice, whatever the channels hold
         np.testing.assert_array_equal(context.load_mask(i)[0], plain.load_mask(i)[0])
+
+
+def test_grey_via_images_are_refused_where_neighbour_channels_are_needed(volume_pair, tmp_path):
+    image, labels, _ = volume_pair
+    entries = export_subject(image, labels, "p_01", tmp_path, min_area=0, empty_per_volume=0)
+    write_via(entries, tmp_path / "via_region_data.json")
+    with pytest.raises(AnnotationError, match="--neighbour-channels"):
+        SpineDataset(neighbour_channels=True).load_via_folder(tmp_path)
+    assert SpineDataset().load_via_folder(tmp_path) == len(entries)  # grey model: accepted
