@@ -1,8 +1,13 @@
 """Training augmentation for an image and its instance masks, applied jointly (numpy + cv2).
 
 SpineAugmenter(seed)(image uint8 [H, W, 3], masks bool [H, W, N]) -> (image, masks). The same
-affine warp moves image (bilinear) and masks (nearest); intensity changes (gamma, contrast,
-bias field, noise, blur, inversion for T1/STIR-like contrast) touch the image only.
+affine warp (rotation, zoom, aspect change, shift; zooms > 1 cut bodies at the field's edges)
+moves image (bilinear) and masks (nearest). Intensity changes touch the image only and are
+the same for the three channels (a slice and its neighbours come from one scan): random
+smooth non-monotonic intensity curves and inversion (T1/T2/STIR-like contrasts), gamma,
+contrast, bias field, down-then-up sampling (thick slices, coarse matrices), ghosting
+(motion along the phase direction), blur and Gaussian/Rician noise. `SpineAugmenter.heavy`
+is the contrast-randomised recipe the bundled model is trained with (weights/README.md).
 It has no `to_deterministic`, so mrcnn.data calls it directly (imgaug does not run on NumPy 2).
 """
 
@@ -21,6 +26,7 @@ class SpineAugmenter:
     seed: int | None = None
     rotate_deg: float = 10.0
     scale: tuple[float, float] = (0.85, 1.15)
+    aspect: tuple[float, float] = (1.0, 1.0)  # width / height stretch range
     shift: float = 0.05  # fraction of the image size
     flip: float = 0.0  # left-right flip swaps anterior/posterior: off (display layout is fixed)
     p_affine: float = 0.7
@@ -30,9 +36,22 @@ class SpineAugmenter:
     p_noise: float = 0.4
     p_blur: float = 0.2
     p_invert: float = 0.1
+    p_curve: float = 0.0  # random smooth (possibly non-monotonic) intensity curve
+    p_resample: float = 0.0  # down-then-up sampling
+    p_ghost: float = 0.0  # motion ghosts along one axis
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
+
+    @classmethod
+    def heavy(cls, seed: int | None = None) -> SpineAugmenter:
+        """Heavy geometry and contrast randomisation, so that the model cannot rely on one
+        scanner's look (the recipe for training across sources)."""
+        return cls(
+            seed=seed, rotate_deg=20.0, scale=(0.7, 1.5), aspect=(0.8, 1.25), shift=0.08,
+            p_affine=0.8, p_gamma=0.5, p_contrast=0.5, p_bias=0.5, p_noise=0.4, p_blur=0.25,
+            p_invert=0.25, p_curve=0.5, p_resample=0.25, p_ghost=0.15,
+        )  # fmt: skip
 
     def __call__(self, image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """image uint8 [H, W, C], masks bool [H, W, N] -> augmented (same shapes and dtypes)."""
@@ -52,6 +71,10 @@ class SpineAugmenter:
         angle = rng.uniform(-self.rotate_deg, self.rotate_deg)
         zoom = rng.uniform(*self.scale)
         mat = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, zoom)
+        stretch = rng.uniform(*self.aspect)
+        if stretch != 1.0:  # x' = cx + s (x - cx) after the rotation: an aspect change
+            mat[0] *= stretch
+            mat[0, 2] += (1.0 - stretch) * (w - 1) / 2.0
         mat[:, 2] += rng.uniform(-self.shift, self.shift, 2) * (w, h)
         if rng.random() < self.flip:
             mat = np.array([[-1.0, 0, w - 1], [0, 1.0, 0]]) @ np.vstack([mat, [0, 0, 1]])
@@ -82,6 +105,12 @@ class SpineAugmenter:
         if rng.random() < self.p_invert:
             body = x > 0.02  # keep air dark: invert tissue only, like a T1/STIR image
             x = np.where(body, 1.0 - x, x)
+        if rng.random() < self.p_curve:
+            x = random_intensity_curve(x, rng)
+        if rng.random() < self.p_resample:
+            x = down_up_sample(x, rng)
+        if rng.random() < self.p_ghost:
+            x = ghosting(x, rng)
         if rng.random() < self.p_gamma:
             x = x ** rng.uniform(0.7, 1.5)
         if rng.random() < self.p_contrast:
@@ -101,3 +130,45 @@ class SpineAugmenter:
                 n2 = rng.normal(0, sigma, (h, w, 1)).astype(np.float32)
                 x = np.sqrt((x + n1) ** 2 + n2**2)
         return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def random_intensity_curve(x: np.ndarray, rng: np.random.Generator, knots: int = 6) -> np.ndarray:
+    """Map intensities in [0, 1] through a random smooth curve (SynthSeg-style contrast change).
+
+    The curve passes through `knots` random levels at evenly spaced inputs, interpolated by a
+    monotone-free cubic (np.interp on a fine grid, then smoothed), so tissues can swap their
+    order of brightness (e.g. fat bright or dark, marrow darker than disc). Air (x < 0.02)
+    stays dark as on any MR image.
+    """
+    grid = np.linspace(0.0, 1.0, 256)
+    levels = np.sort(rng.uniform(0.0, 1.0, knots)) if rng.random() < 0.5 else rng.uniform(
+        0.0, 1.0, knots
+    )
+    curve = np.interp(grid, np.linspace(0.0, 1.0, knots), levels)
+    curve = np.convolve(np.pad(curve, 16, mode="edge"), np.ones(33) / 33.0, mode="valid")
+    curve = (curve - curve.min()) / max(float(np.ptp(curve)), 1e-3)  # use the full range
+    mapped = np.interp(x, grid, curve).astype(np.float32)
+    return np.where(x < 0.02, x, mapped)
+
+
+def down_up_sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shrink [H, W, C] by 1.5-3x along one or both axes (area) and enlarge it back (linear):
+    the blur of a coarse acquisition matrix or thick slices."""
+    h, w = x.shape[:2]
+    factor = rng.uniform(1.5, 3.0)
+    axes = rng.integers(0, 3)  # 0 rows, 1 columns, 2 both
+    fy = factor if axes in (0, 2) else 1.0
+    fx = factor if axes in (1, 2) else 1.0
+    small = cv2.resize(x, (max(8, int(w / fx)), max(8, int(h / fy))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).reshape(x.shape)
+
+
+def ghosting(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add 1-3 faint shifted copies of the image along one axis (periodic motion ghosts in the
+    phase-encoding direction), [H, W, C] in [0, 1]."""
+    axis = int(rng.integers(0, 2))
+    out = x.copy()
+    for k in range(1, int(rng.integers(1, 4)) + 1):
+        shift = int(x.shape[axis] * rng.uniform(0.08, 0.3)) * k
+        out = out + rng.uniform(0.03, 0.15) / k * np.roll(x, shift, axis=axis)
+    return out

@@ -1,7 +1,14 @@
-"""SpineDataset: the mrcnn Dataset for vertebrae, from slice images + VIA JSON or from volumes.
+"""SpineDataset: the mrcnn Dataset for vertebrae, from slice images + VIA JSON, PNG label
+folders or volumes.
 
-One class, "vertebra" (id 1). Two ways to fill it:
+Two classes: "vertebra" (id 1, a body above the sacrum) and "S1" (id 2, the top sacral body),
+so that level names can be counted up from S1 (spine.levels). Vertebrae a dataset does not
+label (T12 and above in clinical_t1, S1 in the research volumes) are not background: each
+such range becomes an ignore (crowd, class id -1) region, see unlabelled_regions. Three ways
+to fill it:
 - load_via_folder(folder): the paper's layout, a folder of slice images with via_region_data.json;
+- load_png_folder(folder): images/ + masks/ PNGs (spine.png_folder), one slice each, shown to
+  the network as a single-slice input (neighbours replicated, like an edge slice);
 - load_volumes(pairs): (image NIfTI, label NIfTI) pairs; every sagittal slice with vertebrae
   becomes an image (windowed once per volume), each label value an instance. With
   neighbour_channels the image's R and B channels hold the slices on either side
@@ -19,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from mrcnn.data import Dataset
+from mrcnn.utils import extract_bboxes
 from spine.errors import AnnotationError
 from spine.via import VIA_FILENAME, read_via, regions_to_masks
 from spine.volume import (
@@ -34,15 +42,30 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "spine"
 CLASS_NAME = "vertebra"
+BODY_CLASS_ID = 1
+S1_CLASS_NAME = "S1"
+S1_CLASS_ID = 2
+CROWD_CLASS_ID = -1
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class SpineDataset(Dataset):
-    """Vertebra instances for Mask R-CNN (class 'vertebra', id 1)."""
+    """Vertebra instances for Mask R-CNN (class 'vertebra' id 1, and 'S1' id 2 when
+    with_s1; crowd regions -1)."""
 
-    def __init__(self, class_map: dict | None = None, neighbour_channels: bool = False) -> None:
+    def __init__(
+        self,
+        class_map: dict | None = None,
+        neighbour_channels: bool = False,
+        with_s1: bool = False,
+        ignore_unlabelled: bool = True,
+    ) -> None:
         super().__init__(class_map)
-        self.add_class(SOURCE, 1, CLASS_NAME)
+        self.add_class(SOURCE, BODY_CLASS_ID, CLASS_NAME)
+        if with_s1:
+            self.add_class(SOURCE, S1_CLASS_ID, S1_CLASS_NAME)
+        self.with_s1 = with_s1
+        self.ignore_unlabelled = ignore_unlabelled
         self.neighbour_channels = neighbour_channels
         # Volume-backed images: name -> (windowed uint8 [S, H, W], labels [S, H, W]).
         self._stacks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -96,6 +119,32 @@ class SpineDataset(Dataset):
         logger.info("%s: %d annotated images", folder, added)
         return added
 
+    # ------------------------------------------------------------------ PNG label folders
+
+    def load_png_folder(
+        self, folder: str | Path, patients: Iterable[str] | None = None, repeat: int = 1
+    ) -> int:
+        """Add the slices of an images/ + masks/ folder (spine.png_folder), optionally only
+        those of the given patients; repeat > 1 adds each slice that many times (weights a
+        small source up). Returns the number of images added."""
+        from spine.png_folder import read_png_folder
+
+        wanted = None if patients is None else set(patients)
+        added = 0
+        for item in read_png_folder(folder):
+            if wanted is not None and item.patient not in wanted:
+                continue
+            with Image.open(item.image_path) as pil:
+                width, height = pil.size
+            for copy in range(max(1, repeat)):
+                self.add_image(
+                    SOURCE, image_id=f"{item.name}#{copy}", path=str(item.image_path),
+                    png=item, width=width, height=height,
+                )  # fmt: skip
+                added += 1
+        logger.info("%s: %d labelled PNG slices", folder, added)
+        return added
+
     # ------------------------------------------------------------------ volumes
 
     def load_volumes(
@@ -124,11 +173,12 @@ class SpineDataset(Dataset):
             stack = window_percentile(volume.data, low, high)  # [S, H, W] uint8
             dtype = np.uint8 if labels.max() < 256 else np.int32
             self._stacks[volume.name] = (stack, labels.astype(dtype))
+            levels = read_volume_levels(Path(label_path))
             for s in labelled_slices(labels, min_area, empty_slices):
                 self.add_image(
                     SOURCE, image_id=f"{volume.name}:{s}", path=str(image_path),
                     volume=volume.name, slice=s, width=stack.shape[2], height=stack.shape[1],
-                    min_area=min_area, spacing=volume.spacing,
+                    min_area=min_area, spacing=volume.spacing, levels=levels,
                 )  # fmt: skip
                 added += 1
         return added
@@ -142,18 +192,45 @@ class SpineDataset(Dataset):
         if "volume" in info:
             stack = self._stacks[info["volume"]][0]
             return slice_channels(stack, info["slice"], self.neighbour_channels)
+        if "png" in info:  # one slice: its neighbours are itself (as at a volume's edge)
+            # Windowed as spine.pipeline.model_stack windows a one-slice volume of it.
+            stack = window_percentile(info["png"].load_image()[None].astype(np.float32))
+            return slice_channels(stack, 0, self.neighbour_channels)
         return super().load_image(image_id)
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Instance masks bool [H, W, N] (top to bottom for volumes) and class ids int32 [N]."""
+        """Instance masks bool [H, W, N] (top to bottom for volumes and PNG folders) and class
+        ids int32 [N]: 1 body, 2 S1 (with_s1), -1 ignore regions over unlabelled vertebrae."""
         info = self.image_info[image_id]
         if "volume" in info:
             labels = self._stacks[info["volume"]][1][info["slice"]]
             masks = label_instances(labels, info.get("min_area", 0))
+            values, counts = np.unique(labels[labels > 0], return_counts=True)
+            values = values[counts >= max(info.get("min_area", 0), 1)]  # as label_instances
+            named = info.get("levels")
+            if named:  # phantoms: every body in view labelled, by level
+                levels = [named[int(v) - 1] if int(v) <= len(named) else "" for v in values]
+                above, below = False, "S1" not in named
+            else:  # research volumes: a run of bodies ending at L5; above and below unknown
+                levels = [""] * masks.shape[-1]
+                above, below = True, True
+        elif "png" in info:
+            bodies = info["png"].load_bodies()
+            masks = label_instances(bodies.labels)
+            levels, above, below = bodies.levels, bodies.unlabelled_above, bodies.unlabelled_below
         else:
             masks = regions_to_masks(info.get("regions", []), (info["height"], info["width"]))
             masks = masks[..., masks.reshape(-1, masks.shape[-1]).any(axis=0)]
-        return masks, np.ones(masks.shape[-1], np.int32)
+            return masks, np.ones(masks.shape[-1], np.int32)
+        class_ids = np.array(
+            [S1_CLASS_ID if self.with_s1 and lv == "S1" else BODY_CLASS_ID for lv in levels],
+            np.int32,
+        )
+        if self.ignore_unlabelled and masks.shape[-1]:
+            crowd = unlabelled_regions(masks, above, below)
+            masks = np.concatenate([masks, crowd], axis=-1)
+            class_ids = np.concatenate([class_ids, np.full(crowd.shape[-1], CROWD_CLASS_ID)])
+        return masks, class_ids.astype(np.int32)
 
     def image_reference(self, image_id: int) -> str:
         """'file.nii.gz slice 7' for volume slices, the image path otherwise."""
@@ -161,3 +238,55 @@ class SpineDataset(Dataset):
         if "volume" in info:
             return f"{info['path']} slice {info['slice']}"
         return str(info["path"])
+
+
+def read_volume_levels(label_path: Path) -> list[str]:
+    """Level names of labels 1..N from NAME_levels.json beside NAME_vertebrae.nii.gz (written
+    by spine.phantom), or [] when there is none."""
+    import json
+
+    stem = label_path.name.removesuffix(".gz").removesuffix(".nii").removesuffix("_vertebrae")
+    path = label_path.with_name(f"{stem}_levels.json")
+    if not path.is_file():
+        return []
+    return [str(v) for v in json.loads(path.read_text()).get("levels", [])]
+
+
+def unlabelled_regions(
+    masks: np.ndarray, above: bool, below: bool, below_heights: float = 1.5
+) -> np.ndarray:
+    """Ignore regions (bool [H, W, k], k <= 2) over the vertebrae a dataset leaves unlabelled.
+
+    masks: the labelled bodies bool [H, W, N], top to bottom. Above: a box from the image top
+    down to the top body, as wide as the two highest bodies plus half a body width each side
+    (the spine continues up, tilting little over one or two levels). Below: a box from the
+    lowest body's bottom edge down by below_heights body heights (S1, under L5), as wide as
+    the two lowest bodies plus the same margin. Anchors and ROIs touching these boxes are
+    never trained as background (Matterport's crowd rule in mrcnn.data / mrcnn.targets).
+    """
+    height, width = masks.shape[:2]
+    boxes = extract_bboxes(masks)  # [N, (y1, x1, y2, x2)], y2/x2 exclusive
+    body_h = float(np.median(boxes[:, 2] - boxes[:, 0]))
+    body_w = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    regions = []
+
+    def box_mask(y1: float, y2: float, group: np.ndarray) -> None:
+        x1 = int(max(0, group[:, 1].min() - body_w / 2))
+        x2 = int(min(width, group[:, 3].max() + body_w / 2))
+        y1, y2 = int(max(0, y1)), int(min(height, y2))
+        if y2 - y1 >= 2 and x2 - x1 >= 2:
+            region = np.zeros((height, width), bool)
+            region[y1:y2, x1:x2] = True
+            regions.append(region)
+
+    order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2.0, kind="stable")
+    top, bottom = boxes[order[:2]], boxes[order[-2:]]
+    if above:
+        box_mask(0, top[0, 0], top)
+    if below:
+        y = bottom[-1, 2]
+        box_mask(y, y + below_heights * body_h, bottom)
+    if not regions:
+        return np.zeros((height, width, 0), bool)
+    return np.stack(regions, axis=-1)
+

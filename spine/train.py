@@ -98,6 +98,9 @@ def load_datasets(
     extra_train: list[Path] | None = None,
     empty_slices: int = 0,
     neighbour_channels: bool = False,
+    with_s1: bool = False,
+    png_repeat: int = 1,
+    ignore_unlabelled: bool = True,
 ):
     """(train, val) SpineDatasets from the paper's layout or from a folder of volumes.
 
@@ -106,16 +109,26 @@ def load_datasets(
     keep per volume (volume folders only; spine-prepare --empty-per-volume does it for the
     paper's layout); they are trained on as negatives when SKIP_EMPTY_IMAGES is false.
     neighbour_channels: volume slices carry their neighbours in R and B
-    (SpineConfig.NEIGHBOUR_CHANNELS).
+    (SpineConfig.NEIGHBOUR_CHANNELS). An images/ + masks/ PNG folder (spine.png_folder), as
+    data_dir or extra, is split by patient (75/25, seed) into train and val; png_repeat
+    weights the training slices of extra PNG folders up. with_s1: S1 is a class of its own
+    (NUM_CLASSES = 3). ignore_unlabelled: unlabelled vertebrae become ignore regions.
     """
     from spine.dataset import SpineDataset
+    from spine.png_folder import is_png_folder
 
     if not data_dir.is_dir():
         raise SpineInputError(f"data folder not found: {data_dir}")
     train_dir, val_dir = data_dir / "train", data_dir / "val"
-    train = SpineDataset(neighbour_channels=neighbour_channels)
-    val = SpineDataset(neighbour_channels=neighbour_channels)
-    if train_dir.is_dir() and val_dir.is_dir():
+    options = dict(
+        neighbour_channels=neighbour_channels, with_s1=with_s1,
+        ignore_unlabelled=ignore_unlabelled,
+    )  # fmt: skip
+    train = SpineDataset(**options)
+    val = SpineDataset(**options)
+    if is_png_folder(data_dir):
+        add_png_split(train, val, data_dir, seed)
+    elif train_dir.is_dir() and val_dir.is_dir():
         check_prepared_channels(data_dir, neighbour_channels)
         train.load_via_folder(train_dir)
         val.load_via_folder(val_dir)
@@ -129,13 +142,28 @@ def load_datasets(
         )
         val.load_volumes([p for p in pairs if p.subject in split["val"]])
     for folder in extra_train or []:
-        added = _load_any_folder(train, Path(folder), empty_slices)
+        folder = Path(folder)
+        if is_png_folder(folder):
+            added = add_png_split(train, val, folder, seed, png_repeat)
+        else:
+            added = _load_any_folder(train, folder, empty_slices)
         logger.info("%s: %d extra training slices", folder, added)
     train.prepare()
     val.prepare()
     if train.num_images == 0 or val.num_images == 0:
         raise SpineInputError(f"{data_dir}: no annotated slices in train or val")
     return train, val
+
+
+def add_png_split(train, val, folder: Path, seed: int, repeat: int = 1) -> int:
+    """Add a PNG folder's training patients to train (each slice `repeat` times) and its
+    validation patients to val; returns the training images added."""
+    from spine.png_folder import split_patients
+
+    split = split_patients(folder, seed)
+    added = train.load_png_folder(folder, split["train"], repeat=repeat)
+    val.load_png_folder(folder, split["val"])
+    return added
 
 
 def check_prepared_channels(data_dir: Path, neighbour_channels: bool) -> None:
@@ -203,7 +231,15 @@ def initial_weights(model, choice: str) -> None:
         path = Path(choice)
         if not path.is_file():
             raise MissingWeightsError(f"weights file not found: {path}")
-        model.load_weights(str(path), by_name=True)
+        try:
+            model.load_weights(str(path), by_name=True)
+        except ValueError as err:
+            if "NUM_CLASSES" not in str(err):
+                raise MissingWeightsError(f"{path} does not fit this config: {err}") from err
+            # A model with other classes (e.g. no S1 class yet): keep the trunk, RPN and
+            # shared head layers, start the class-specific outputs afresh.
+            model.load_weights(str(path), by_name=True, exclude=COCO_EXCLUDE)
+            logger.info("%s: other classes; class-specific head layers re-initialised", path)
         # A path is a starting point, not a resume (that is `last`): Matterport's loader
         # takes a checkpoint's run folder and epoch from its name, which would make a
         # fine-tune from epoch 28 of another run skip every stage ending at or before 28.
@@ -232,6 +268,9 @@ def train(args: argparse.Namespace):
         extra_train=[Path(p) for p in args.extra_train or []],
         empty_slices=args.empty_slices,
         neighbour_channels=uses_neighbours(config),
+        with_s1=config.NUM_CLASSES >= 3,
+        png_repeat=args.png_repeat,
+        ignore_unlabelled=not args.no_ignore,
     )
     logger.info(
         "train: %d slices, val: %d slices; stages (layers, last epoch): %s",
@@ -242,7 +281,12 @@ def train(args: argparse.Namespace):
 
     model = MaskRCNN(mode="training", config=config, model_dir=args.logs)
     initial_weights(model, args.weights)
-    augmentation = None if args.no_augment else SpineAugmenter(seed=args.seed)
+    if args.no_augment:
+        augmentation = None
+    elif args.augment == "heavy":
+        augmentation = SpineAugmenter.heavy(seed=args.seed)
+    else:
+        augmentation = SpineAugmenter(seed=args.seed)
     for layers, last_epoch, lr_factor in schedule.stages():
         if model.epoch >= last_epoch:
             logger.info("stage %s already done (epoch %d)", layers, model.epoch)
@@ -295,6 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="augmentation seed")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument(
+        "--augment",
+        choices=("default", "heavy"),
+        default="default",
+        help="augmentation recipe: heavy = contrast and geometry randomisation across sources",
+    )
+    parser.add_argument(
+        "--png-repeat", type=int, default=1,
+        help="training slices of extra images/+masks/ folders count this many times",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-ignore",
+        action="store_true",
+        help="teach unlabelled vertebrae as background (no ignore regions; for comparison)",
+    )
     return parser
 
 

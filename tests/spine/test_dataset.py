@@ -25,7 +25,7 @@ def volume_pair(tmp_path_factory):
 
 def test_volume_slices_with_vertebrae_become_images(volume_pair):
     image, labels, ph = volume_pair
-    ds = SpineDataset()
+    ds = SpineDataset(ignore_unlabelled=False)  # ignore regions: test_ignore_regions below
     added = ds.load_volumes([(image, labels)])
     ds.prepare()
     vol = volume_from_nifti(ph.image)
@@ -55,7 +55,7 @@ def test_via_folder_gives_the_same_masks_as_the_volume(volume_pair, tmp_path):
     image, labels, _ = volume_pair
     entries = export_subject(image, labels, "p_01", tmp_path, min_area=0, empty_per_volume=0)
     write_via(entries, tmp_path / "via_region_data.json")
-    via_ds, vol_ds = SpineDataset(), SpineDataset()
+    via_ds, vol_ds = SpineDataset(), SpineDataset(ignore_unlabelled=False)
     via_ds.load_via_folder(tmp_path)
     vol_ds.load_volumes([(image, labels)])
     via_ds.prepare()
