@@ -3,8 +3,9 @@
     spine-evaluate --data DIR [--split split.json --subset val] [--weights W --config C]
                    [--baseline-only] --out OUT
 
-DIR holds NAME.nii.gz + NAME_vertebrae.nii.gz pairs. Every volume goes through the model
-(spine.pipeline) and through the classical baseline (spine.baseline); OUT receives
+DIR holds NAME.nii.gz + NAME_vertebrae.nii.gz pairs, or is an images/ + masks/ PNG folder
+(then spine.evaluate_png scores each slice; --subset val|train|all). Every volume goes
+through the model (spine.pipeline) and the classical baseline (spine.baseline); OUT receives
 metrics.json, per_volume.csv, per_body.csv and REPORT.md with its plots (spine.report).
 
 Two families of numbers:
@@ -389,6 +390,8 @@ class MethodResult:
     scores: VolumeScores
     slices: SliceEvaluation
     seconds: float
+    # Per ground-truth body: found and given its true level name (None: levels unknown).
+    named: np.ndarray | None = None
 
 
 @dataclass
@@ -405,27 +408,31 @@ class CaseResult:
 
 def run_model(
     segmenter: Any, volume: Any, min_score: float = 0.0
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Model detections per slice and the linked label map, from one pass of the model.
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """The label map, every slice's detections and the level names, from one pass of
+    Segmenter.segment_volume (the code the app and spine-segment run).
 
-    Same steps as Segmenter.segment_volume, but keeps the raw per-slice detections for the
-    slice AP: the label map is built from the detections scoring >= min_score (the operating
-    point), the returned detections are all that the network kept (its
-    DETECTION_MIN_CONFIDENCE), so AP can rank them below the operating point.
-    Returns (labels int32 [S, H, W], S entries of (masks [H, W, n], scores [n])).
+    The segmenter's network keeps detections down to its own (lowered) threshold, so AP
+    ranks them; the label map keeps only those >= min_score (the operating point).
+    Returns (labels int32 [S, H, W], S entries of (masks [H, W, n], scores [n]), the level
+    names of labels 1..N as the page shows them).
     """
-    from spine.pipeline import VOLUME_BATCH, clean_detections, link_slices, model_stack
+    result = segmenter.segment_volume(volume, min_score=min_score, keep_detections=True)
+    return np.asarray(result.labels, dtype=np.int32), result.detections, list(result.levels)
 
-    stack = model_stack(volume)
-    per_slice: list[tuple[np.ndarray, np.ndarray]] = []  # every detection, for AP
-    kept: list[tuple[np.ndarray, np.ndarray]] = []  # those at the operating point
-    for start in range(0, volume.num_slices, VOLUME_BATCH):
-        indices = list(range(start, min(start + VOLUME_BATCH, volume.num_slices)))
-        for detection in segmenter.detect_slices(volume, indices, stack):
-            per_slice.append(clean_detections(detection))
-            kept.append(clean_detections(detection, min_score))
-    result = link_slices(kept, volume.data.shape, volume.spacing)
-    return np.asarray(result.labels, dtype=np.int32), per_slice
+
+def names_right(scores: VolumeScores, predicted_levels: Sequence[str]) -> np.ndarray | None:
+    """bool [G]: each ground-truth body found (Dice > 0.5) by a predicted body carrying its
+    level name; None when the ground truth has no level names."""
+    if scores.levels is None:
+        return None
+    out = np.zeros(scores.gt_ids.size, bool)
+    for g, (level, label, dice) in enumerate(
+        zip(scores.levels, scores.matched, scores.dice, strict=True)
+    ):
+        if dice > DICE_FOUND and 0 < label <= len(predicted_levels):
+            out[g] = predicted_levels[int(label) - 1] == level
+    return out
 
 
 def evaluate_case(
@@ -445,11 +452,13 @@ def evaluate_case(
     out = CaseResult(case, gt, volume.data, tuple(volume.spacing), levels)
     if segmenter is not None:
         start = time.perf_counter()
-        labels, detections = run_model(segmenter, volume, min_score)
+        labels, detections, predicted_levels = run_model(segmenter, volume, min_score)
         seconds = time.perf_counter() - start
+        scores = volume_metrics(gt, labels, levels)
         out.methods["model"] = MethodResult(
-            labels, volume_metrics(gt, labels, levels), evaluate_slices(gt, detections), seconds
-        )
+            labels, scores, evaluate_slices(gt, detections), seconds,
+            names_right(scores, predicted_levels),
+        )  # fmt: skip
     if baseline:
         start = time.perf_counter()
         labels = segment_volume_baseline(volume)
@@ -519,6 +528,7 @@ def summarize(results: Sequence[CaseResult], info: dict[str, Any] | None = None)
             "foreground_dice": _nanmean([m.scores.foreground_dice for _, m in rows]),
             "gt_bodies": int(all_dice.size),
             "seconds_per_volume": float(np.mean([m.seconds for _, m in rows])),
+            **_naming_summary([m.named for _, m in rows]),
             **slices.summary(),
             "per_source": {
                 k: {"volumes": len(v), "mean_dice": _nanmean(v)}
@@ -534,6 +544,18 @@ def summarize(results: Sequence[CaseResult], info: dict[str, Any] | None = None)
             },
         }
     return summary
+
+
+def _naming_summary(named: Sequence[np.ndarray | None]) -> dict[str, Any]:
+    """named_right (of all bodies with known levels) and volumes_fully_named, or {}."""
+    known = [n for n in named if n is not None]
+    if not known:
+        return {}
+    every = np.concatenate(known)
+    return {
+        "named_right": float(every.mean()) if every.size else float("nan"),
+        "volumes_fully_named": float(np.mean([bool(n.all()) for n in known])),
+    }
 
 
 def _level_order(per_level: dict[str, list[float]]) -> list[tuple[str, list[float]]]:
@@ -576,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="slice AP ranks the detections down to this score (default 0.5)",
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N volumes")
+    parser.add_argument(
+        "--split-seed", type=int, default=0,
+        help="patient split of a PNG folder (spine-train's --split-seed)",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -595,6 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from spine.png_folder import is_png_folder
+
+    if is_png_folder(args.data):
+        return _run_png(args)
     cases = find_cases(args.data, args.split, args.subset)
     if args.limit is not None:
         cases = cases[: max(args.limit, 0)]
@@ -627,8 +657,47 @@ def _run(args: argparse.Namespace) -> int:
             f"  {method:8s} mean Dice {m['mean_dice']:.3f}  recall {m['recall']:.3f}  "
             f"false bodies/vol {m['false_bodies_per_volume']:.2f}  "
             f"mAP@.5 {m['mAP50']:.3f}  mAP@[.5:.95] {m['mAP50_95']:.3f}"
+            + (f"  named {m['named_right']:.3f}" if "named_right" in m else "")
         )
     print("\n".join(lines))
+    return 0
+
+
+def _run_png(args: argparse.Namespace) -> int:
+    """spine-evaluate on an images/ + masks/ folder (spine.evaluate_png); --subset val (the
+    25 % of patients spine-train holds out, seed --split-seed), train or all."""
+    from spine.evaluate_png import evaluate_png_folder, write_png_outputs
+    from spine.png_folder import read_png_folder, split_patients
+
+    subset = args.subset or "val"
+    if subset not in ("val", "train", "all"):
+        raise SpineInputError(f"--subset for a PNG folder is val, train or all, not {subset!r}")
+    patients = None if subset == "all" else split_patients(args.data, args.split_seed)[subset]
+    segmenter, operating = None, 0.0
+    if not args.baseline_only:
+        segmenter, operating = load_evaluation_segmenter(
+            args.weights, args.config, args.ap_min_confidence
+        )
+    min_score = operating if args.min_score is None else args.min_score
+    results = evaluate_png_folder(
+        args.data, segmenter, patients, min_score, limit=args.limit,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    info = {
+        "data": str(args.data), "subset": subset, "kind": read_png_folder(args.data)[0].kind,
+        "split_seed": args.split_seed,
+        "weights": None if segmenter is None else str(segmenter.weights_path),
+        "operating_confidence": None if segmenter is None else min_score,
+    }  # fmt: skip
+    summary = write_png_outputs(results, info, args.out)
+    print(f"{summary['methods'][next(iter(summary['methods']))]['slices']} slices -> {args.out}")
+    for method, m in summary["methods"].items():
+        s1 = "n/a" if m["s1_found"] is None else f"{m['s1_found']:.3f}"
+        print(
+            f"  {method:8s} Dice {m['body_dice']:.3f}  found {m['recall']:.3f}  "
+            f"named {m['named_right']:.3f}  slices fully right {m['slices_fully_right']:.3f}  "
+            f"S1 found {s1}  false/slice {m['false_per_slice']:.2f}"
+        )
     return 0
 
 

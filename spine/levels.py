@@ -1,10 +1,14 @@
 """Naming vertebrae (L5, L4, ..., S1) from their order along the spine.
 
-The network finds "a vertebra"; which one it is follows from the order top to bottom and an
-assumption about the lowest one found (L5 by default: both real datasets end at L5).
+The network finds vertebral bodies and, as a class of its own, S1 (the top sacral body).
+name_from_evidence counts up from S1 when it is found and gives every name a confidence;
+without S1 in view names are counted from the lowest body found (L5 unless the user says
+otherwise), with a low confidence and a note that says so.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -67,3 +71,76 @@ def name_instances(masks_or_boxes: np.ndarray, lowest: str = "L5") -> list[str]:
     for rank, idx in enumerate(order):
         out[int(idx)] = names[rank]
     return out
+
+
+# ----------------------------------------------------------------------------- from evidence
+# Naming confidence when no S1 is in view: the count from the lowest body is a guess.
+UNANCHORED_CONFIDENCE = 0.3
+# Detections whose S1-class evidence reaches this count as S1.
+S1_MIN_EVIDENCE = 0.5
+# A gap between two neighbouring bodies larger than this many median gaps suggests a body
+# was missed (or two were merged): names across it lose confidence.
+GAP_FACTOR = 1.6
+GAP_PENALTY = 0.5
+
+
+@dataclass
+class LevelNaming:
+    """Names of bodies top to bottom, each with a confidence in [0, 1], and a note for the
+    user that says what the names rest on (empty when they rest on a found S1 and a regular
+    spacing)."""
+
+    names: list[str]
+    confidence: list[float]
+    anchored: bool
+    note: str = ""
+
+
+def name_from_evidence(
+    rows: np.ndarray, s1_evidence: np.ndarray, fallback_lowest: str = "L5"
+) -> LevelNaming:
+    """Name bodies ordered top to bottom from S1 upward when S1 is found.
+
+    rows: centre row of each body [N] (top to bottom). s1_evidence: [N] in [0, 1], how
+    strongly the network called each body S1 (its S1-class score, 0 for a plain body).
+    With an S1 (evidence >= S1_MIN_EVIDENCE; the strongest wins) it is named S1, the bodies
+    above L5, L4, ... and those below S2, ...; a body's confidence is S1's evidence, halved
+    for every suspicious gap (> GAP_FACTOR x the median gap) between it and S1. Without an
+    S1, names are counted from the lowest body (`fallback_lowest`) at UNANCHORED_CONFIDENCE
+    and the note says so.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    evidence = np.asarray(s1_evidence, dtype=np.float64)
+    n = len(rows)
+    if n == 0:
+        return LevelNaming([], [], anchored=False)
+    candidates = np.flatnonzero(evidence >= S1_MIN_EVIDENCE)
+    if candidates.size == 0:
+        return LevelNaming(
+            names=level_names(n, fallback_lowest),
+            confidence=[UNANCHORED_CONFIDENCE] * n,
+            anchored=False,
+            note=(
+                f"No S1 found in view: names are counted up from the lowest body, taken as "
+                f"{fallback_lowest}; a missed or extra body shifts every name."
+            ),
+        )
+    anchor = int(candidates[np.argmax(evidence[candidates])])
+    s1_rank = SPINE_LEVELS.index("S1")
+    names = []
+    for k in range(n):
+        rank = s1_rank + (k - anchor)
+        names.append(SPINE_LEVELS[rank] if 0 <= rank < len(SPINE_LEVELS) else f"X{-rank}")
+    gaps = np.diff(rows)  # [N-1], gap k between bodies k and k+1
+    suspicious = gaps > GAP_FACTOR * np.median(gaps) if gaps.size >= 2 else np.zeros(0, bool)
+    confidence = []
+    for k in range(n):
+        between = suspicious[min(k, anchor) : max(k, anchor)]
+        confidence.append(float(evidence[anchor]) * GAP_PENALTY ** int(between.sum()))
+    note = ""
+    if suspicious.any():
+        note = "A gap between two bodies suggests a missed body: names across it are less sure."
+    if len(candidates) > 1:
+        more = "More than one body looked like S1; the strongest was used."
+        note = f"{note} {more}" if note else more
+    return LevelNaming(names, confidence, anchored=True, note=note)

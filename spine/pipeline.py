@@ -41,8 +41,14 @@ VOLUME_BATCH = 4
 
 ProgressCallback = Callable[[int, int], None]
 # Columns of SliceResult.measurements() and VolumeResult.measurements().
-SLICE_COLUMNS = ("level", "score", "area_mm2", "height_mm")
-VOLUME_COLUMNS = ("level", "score", "volume_mm3", "height_mm", "slices")
+SLICE_COLUMNS = ("level", "name_confidence", "score", "area_mm2", "height_mm", "name_note")
+VOLUME_COLUMNS = (
+    "level", "name_confidence", "score", "volume_mm3", "height_mm", "slices", "name_note"
+)  # fmt: skip
+# Below this name confidence a table row carries the naming note (the CSV says why).
+UNSURE_NAME = 0.5
+# What a user-chosen lowest level makes of the naming note and confidences.
+USER_NAMING_NOTE = "Names set by you: the lowest body found is {lowest}, the others counted up."
 
 
 # ----------------------------------------------------------------------------- results
@@ -51,7 +57,9 @@ class SliceResult:
     """Detections on one sagittal slice, ordered top (superior) to bottom.
 
     masks: bool [H, W, N] on the native slice grid. boxes: int32 [N, (y1, x1, y2, x2)] pixels,
-    y2/x2 exclusive. scores: float32 [N]. levels: N names (e.g. "L1".."L5").
+    y2/x2 exclusive. scores: float32 [N]. levels: N names (e.g. "L1".."S1"), with
+    name_confidence [N] in [0, 1] and naming_note (what the names rest on; spine.levels).
+    s1_evidence: float32 [N], the network's S1-class score per body (0 for a plain body).
     spacing: (row_mm, col_mm) of the slice's pixels.
     """
 
@@ -61,17 +69,21 @@ class SliceResult:
     scores: np.ndarray
     levels: list[str]
     spacing: tuple[float, float]
+    name_confidence: list[float] = field(default_factory=list)
+    naming_note: str = ""
+    s1_evidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def count(self) -> int:
         return len(self.levels)
 
-    def renamed(self, lowest: str) -> SliceResult:
-        """The same result with the lowest vertebra named `lowest` (e.g. "S1" instead of
-        "L5"): names follow the order top to bottom, so no need to run the model again."""
-        from spine.levels import level_names
-
-        return replace(self, levels=list(level_names(self.count, lowest)))
+    def renamed(self, lowest: str | None) -> SliceResult:
+        """The same result with the lowest vertebra named `lowest` (the user's override,
+        e.g. "L5"; names follow the order top to bottom, no need to run the model again).
+        None keeps the names from the evidence."""
+        if lowest is None:
+            return self
+        return replace(self, **user_naming(self.count, lowest))
 
     def label_map(self) -> np.ndarray:
         """int32 [H, W]: 0 background, k for the k-th vertebra from the top."""
@@ -86,9 +98,11 @@ class SliceResult:
             rows.append(
                 {
                     "level": level,
+                    "name_confidence": _confidence(self.name_confidence, k),
                     "score": round(float(self.scores[k]), 3),
                     "area_mm2": round(float(mask.sum()) * row_mm * col_mm, 1),
                     "height_mm": round(body_height_mm(mask, row_mm, col_mm), 1),
+                    "name_note": _unsure_note(self.name_confidence, k, self.naming_note),
                 }
             )
         return rows
@@ -102,7 +116,8 @@ class VolumeResult:
     label on every slice). levels: names of labels 1..N. scores: float32 [N], mean detection
     score of each body over its slices. spacing: (slice_mm, row_mm, col_mm).
     slice_scores: {slice index: float32 [N]} detection score of each body on that slice
-    (0 where the body is absent), used for per-slice exports.
+    (0 where the body is absent), used for per-slice exports. name_confidence, naming_note,
+    s1_evidence: as in SliceResult, per body (S1 evidence area-weighted over its slices).
     """
 
     labels: np.ndarray
@@ -110,16 +125,21 @@ class VolumeResult:
     scores: np.ndarray
     spacing: tuple[float, float, float]
     slice_scores: dict[int, np.ndarray] = field(default_factory=dict)
+    name_confidence: list[float] = field(default_factory=list)
+    naming_note: str = ""
+    s1_evidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # Every slice's (masks, scores) at any score, when asked for (segment_volume).
+    detections: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def count(self) -> int:
         return len(self.levels)
 
-    def renamed(self, lowest: str) -> VolumeResult:
+    def renamed(self, lowest: str | None) -> VolumeResult:
         """The same bodies with the lowest one named `lowest` (see SliceResult.renamed)."""
-        from spine.levels import level_names
-
-        return replace(self, levels=list(level_names(self.count, lowest)))
+        if lowest is None:
+            return self
+        return replace(self, **user_naming(self.count, lowest))
 
     def slice_result(self, index: int) -> SliceResult:
         """The bodies present on one slice as a SliceResult (labels keep their volume order)."""
@@ -137,6 +157,12 @@ class VolumeResult:
             scores=np.asarray([scores[k - 1] for k in present], dtype=np.float32),
             levels=[self.levels[k - 1] for k in present],
             spacing=(self.spacing[1], self.spacing[2]),
+            name_confidence=[_confidence(self.name_confidence, k - 1) for k in present],
+            naming_note=self.naming_note,
+            s1_evidence=np.asarray(
+                [self.s1_evidence[k - 1] if len(self.s1_evidence) else 0.0 for k in present],
+                np.float32,
+            ),
         )
 
     def measurements(self) -> list[dict[str, Any]]:
@@ -154,13 +180,37 @@ class VolumeResult:
             rows.append(
                 {
                     "level": self.levels[k - 1],
+                    "name_confidence": _confidence(self.name_confidence, k - 1),
                     "score": round(float(self.scores[k - 1]), 3),
                     "volume_mm3": round(float(voxels[k - 1]) * slice_mm * row_mm * col_mm, 1),
                     "height_mm": round(body_height_mm(self.labels[best] == k, row_mm, col_mm), 1),
                     "slices": int(np.count_nonzero(per_slice[:, k - 1])),
+                    "name_note": _unsure_note(self.name_confidence, k - 1, self.naming_note),
                 }
             )
         return rows
+
+
+def user_naming(count: int, lowest: str) -> dict[str, Any]:
+    """Result fields for names counted up from a lowest level the user chose: confidence 1
+    (the user's call, not the model's) and a note that says so."""
+    from spine.levels import level_names
+
+    return {
+        "levels": list(level_names(count, lowest)),
+        "name_confidence": [1.0] * count,
+        "naming_note": USER_NAMING_NOTE.format(lowest=lowest),
+    }
+
+
+def _unsure_note(values: Sequence[float], k: int, note: str) -> str:
+    """The naming note for a row whose name confidence is below UNSURE_NAME, else ""."""
+    return note if k < len(values) and values[k] < UNSURE_NAME else ""
+
+
+def _confidence(values: Sequence[float], k: int) -> float | None:
+    """values[k] rounded for tables, None when the result carries no confidences."""
+    return round(float(values[k]), 2) if k < len(values) else None
 
 
 # ----------------------------------------------------------------------------- model
@@ -267,13 +317,16 @@ class Segmenter:
 
     def segment_slice(self, volume: Volume, index: int, min_score: float = 0.0) -> SliceResult:
         """Vertebrae on one sagittal slice, ordered and named top to bottom."""
+        from spine.volume import check_sagittal
+
+        check_sagittal(volume)  # the model is sagittal: refuse axial/coronal with a reason
         if not 0 <= index < volume.num_slices:
             raise InvalidScanError(
                 f"slice {index} does not exist: {volume.name} has slices 0-{volume.num_slices - 1}"
             )
         (detection,) = self.detect_slices(volume, [index])
-        masks, scores = clean_detections(detection, min_score)
-        return build_slice_result(index, masks, scores, volume.spacing[1:])
+        masks, scores, s1 = clean_detections(detection, min_score)
+        return build_slice_result(index, masks, scores, volume.spacing[1:], s1)
 
     def segment_volume(
         self,
@@ -281,24 +334,34 @@ class Segmenter:
         progress: ProgressCallback | None = None,
         min_score: float = 0.0,
         batch: int = VOLUME_BATCH,
+        keep_detections: bool = False,
     ) -> VolumeResult:
         """Every slice, linked into bodies that keep one label through the volume.
 
         Slices go through model.detect `batch` at a time; progress(done, total) is called
-        once with 0 before the first call and after each call.
+        once with 0 before the first call and after each call. keep_detections: also keep
+        every slice's detections below min_score in result.detections (for evaluation's AP,
+        so that spine-evaluate scores exactly this code).
         """
+        from spine.volume import check_sagittal
+
+        check_sagittal(volume)
         total = volume.num_slices
         stack = model_stack(volume)
-        per_slice: list[tuple[np.ndarray, np.ndarray]] = []
+        per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        raw: list[tuple[np.ndarray, np.ndarray]] = []
         if progress:
             progress(0, total)
         for start in range(0, total, batch):
             indices = list(range(start, min(start + batch, total)))
             for detection in self.detect_slices(volume, indices, stack):
                 per_slice.append(clean_detections(detection, min_score))
+                if keep_detections:
+                    raw.append(clean_detections(detection)[:2])
             if progress:
                 progress(indices[-1] + 1, total)
-        return link_slices(per_slice, volume.data.shape, volume.spacing)
+        result = link_slices(per_slice, volume.data.shape, volume.spacing)
+        return replace(result, detections=raw) if keep_detections else result
 
 
 def model_stack(volume: Volume) -> np.ndarray:
@@ -315,18 +378,24 @@ def model_stack(volume: Volume) -> np.ndarray:
 # ----------------------------------------------------------------------------- detections
 def clean_detections(
     detection: dict[str, Any], min_score: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """One detect() result -> (masks bool [H, W, n], scores float32 [n]).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One detect() result -> (masks bool [H, W, n], scores float32 [n], s1 float32 [n]).
 
-    Drops detections below min_score and those whose mask is empty.
+    s1: the score of detections of the S1 class (spine.dataset.S1_CLASS_ID), 0 for plain
+    bodies (and for every detection of a model without an S1 class). Drops detections below
+    min_score and those whose mask is empty.
     """
+    from spine.dataset import S1_CLASS_ID
+
     masks = np.asarray(detection["masks"], dtype=bool)
     scores = np.asarray(detection["scores"], dtype=np.float32)
     if masks.ndim != 3 or masks.shape[-1] == 0:
         shape = masks.shape[:2] if masks.ndim >= 2 else (0, 0)
-        return np.zeros(shape + (0,), bool), np.zeros([0], np.float32)
+        return np.zeros(shape + (0,), bool), np.zeros([0], np.float32), np.zeros([0], np.float32)
+    class_ids = np.asarray(detection.get("class_ids", np.ones(len(scores))), dtype=np.int32)
+    s1 = np.where(class_ids == S1_CLASS_ID, scores, 0.0).astype(np.float32)
     keep = (scores >= min_score) & masks.any(axis=(0, 1))
-    return masks[..., keep], scores[keep]
+    return masks[..., keep], scores[keep], s1[keep]
 
 
 def masks_to_labels(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -376,26 +445,36 @@ def body_height_mm(mask: np.ndarray, row_mm: float, col_mm: float) -> float:
 
 
 def build_slice_result(
-    index: int, masks: np.ndarray, scores: np.ndarray, spacing: Sequence[float]
+    index: int,
+    masks: np.ndarray,
+    scores: np.ndarray,
+    spacing: Sequence[float],
+    s1: np.ndarray | None = None,
 ) -> SliceResult:
-    """Order instances top to bottom, name them, and compute their boxes."""
-    from spine.levels import level_names, order_top_to_bottom
+    """Order instances top to bottom, name them from the S1 evidence (spine.levels), and
+    compute their boxes. s1: S1-class score per instance [n] (None: no S1 class)."""
+    from spine.levels import centroids, name_from_evidence, order_top_to_bottom
 
     order = order_top_to_bottom(masks)
     masks, scores = masks[..., order], scores[order]
+    s1 = np.zeros(len(order), np.float32) if s1 is None else np.asarray(s1, np.float32)[order]
+    naming = name_from_evidence(centroids(masks)[:, 0] if len(order) else np.zeros(0), s1)
     return SliceResult(
         index=index,
         masks=masks,
         boxes=boxes_from_masks(masks),
         scores=scores.astype(np.float32),
-        levels=list(level_names(len(order))) if len(order) else [],
+        levels=naming.names,
         spacing=(float(spacing[0]), float(spacing[1])),
+        name_confidence=naming.confidence,
+        naming_note=naming.note,
+        s1_evidence=s1,
     )
 
 
 # ----------------------------------------------------------------------------- linking
 def link_slices(
-    per_slice: Sequence[tuple[np.ndarray, np.ndarray]],
+    per_slice: Sequence[tuple[np.ndarray, ...]],
     shape: Sequence[int],
     spacing: Sequence[float],
     min_iou: float = 0.2,
@@ -403,20 +482,25 @@ def link_slices(
 ) -> VolumeResult:
     """Link per-slice instances into bodies by overlap with the neighbouring slices.
 
-    per_slice: S entries of (masks bool [H, W, n_s], scores [n_s]). An instance joins the
-    body it overlaps most (IoU >= min_iou, greedy, best pairs first) among the bodies seen
-    in the last max_gap + 1 slices; otherwise it starts a new body. Bodies are then
-    renumbered top to bottom by centroid row and named with spine.levels.
+    per_slice: S entries of (masks bool [H, W, n_s], scores [n_s]) or (masks, scores,
+    s1 [n_s]) with the S1-class scores (clean_detections). An instance joins the body it
+    overlaps most (IoU >= min_iou, greedy, best pairs first) among the bodies seen in the
+    last max_gap + 1 slices; otherwise it starts a new body. Bodies are then renumbered top
+    to bottom by centroid row and named from their S1 evidence (spine.levels), each body's
+    evidence being the area-weighted mean of its slices' S1 scores (central slices count most).
     """
-    from spine.levels import level_names
+    from spine.levels import name_from_evidence
 
     num_slices, height, width = (int(v) for v in shape)
     tracks = np.zeros([num_slices, height, width], dtype=np.int32)
     memory = np.zeros([height, width], dtype=np.int32)  # last track seen at each pixel
     age = np.zeros([height, width], dtype=np.int32)  # slices since then
     score_of: dict[tuple[int, int], float] = {}  # (slice, track) -> detection score
+    s1_of: dict[tuple[int, int], float] = {}  # (slice, track) -> S1-class score
     next_track = 1
-    for s, (masks, scores) in enumerate(per_slice):
+    for s, entry in enumerate(per_slice):
+        masks, scores = entry[0], entry[1]
+        s1 = entry[2] if len(entry) > 2 else np.zeros(len(scores), np.float32)
         if masks.shape[-1] == 0:  # nothing found (whatever shape the empty array has)
             masks = np.zeros((height, width, 0), dtype=bool)
         inst = masks_to_labels(masks, scores)  # [H, W], instance k+1
@@ -431,6 +515,7 @@ def link_slices(
                 lut[k + 1] = next_track
                 next_track += 1
             score_of[(s, int(lut[k + 1]))] = float(scores[k])
+            s1_of[(s, int(lut[k + 1]))] = float(s1[k])
         tracks[s] = lut[inst]
         seen = tracks[s] > 0
         memory = np.where(seen, tracks[s], memory)
@@ -451,6 +536,7 @@ def link_slices(
     count = len(order)
     slice_scores: dict[int, np.ndarray] = {}
     sums, hits = np.zeros(count), np.zeros(count)
+    s1_sums, areas = np.zeros(count), np.zeros(count)
     for (s, track), score in score_of.items():
         k = relabel[track] - 1
         if k < 0:
@@ -458,13 +544,22 @@ def link_slices(
         slice_scores.setdefault(s, np.zeros(count, np.float32))[k] = score
         sums[k] += score
         hits[k] += 1
+        area = float(np.count_nonzero(labels[s] == k + 1))
+        s1_sums[k] += area * s1_of[(s, track)]
+        areas[k] += area
     mean_scores = (sums / np.maximum(hits, 1)).astype(np.float32)
+    s1_evidence = (s1_sums / np.maximum(areas, 1.0)).astype(np.float32)
+    rows = row_sum[order - 1] / counts[order - 1] if count else np.zeros(0)
+    naming = name_from_evidence(rows, s1_evidence)
     return VolumeResult(
         labels=labels,
-        levels=list(level_names(count)) if count else [],
+        levels=naming.names,
         scores=mean_scores,
         spacing=tuple(float(v) for v in spacing),
         slice_scores=slice_scores,
+        name_confidence=naming.confidence,
+        naming_note=naming.note,
+        s1_evidence=s1_evidence,
     )
 
 

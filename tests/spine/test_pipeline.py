@@ -23,10 +23,11 @@ from spine.volume import nifti_bytes, save_nifti, volume_from_nifti
 class OracleModel:
     """Stands in for MaskRCNN: detect() returns the true bodies of each slice it is shown."""
 
-    def __init__(self, volume, labels: np.ndarray) -> None:
+    def __init__(self, volume, labels: np.ndarray, class_of: dict | None = None) -> None:
         stack = pipeline.model_stack(volume)  # what the pipeline feeds the model
         self.lookup = {stack[i].tobytes(): i for i in range(volume.num_slices)}
         self.labels = labels
+        self.class_of = class_of or {}  # label -> class id (default 1, a plain body)
         self.calls: list[int] = []
 
     def detect(self, images, verbose=0):
@@ -42,7 +43,9 @@ class OracleModel:
             out.append(
                 {
                     "rois": pipeline.boxes_from_masks(masks),
-                    "class_ids": np.ones(len(ids), np.int32),
+                    "class_ids": np.array(
+                        [self.class_of.get(int(i), 1) for i in ids], np.int32
+                    ),
                     "scores": (0.99 - 0.01 * ids).astype(np.float32),
                     "masks": masks,
                 }
@@ -364,9 +367,11 @@ def test_png_bytes_decode_to_the_same_picture():
 def test_measurements_csv_has_one_row_per_body(oracle, volume):
     rows = oracle[0].segment_volume(volume).measurements()
     lines = export.measurements_csv(rows, pipeline.VOLUME_COLUMNS).strip().splitlines()
-    assert lines[0] == "level,score,volume_mm3,height_mm,slices"
+    assert lines[0] == "level,name_confidence,score,volume_mm3,height_mm,slices,name_note"
     assert len(lines) == len(rows) + 1
-    assert export.measurements_csv([], pipeline.SLICE_COLUMNS) == "level,score,area_mm2,height_mm\n"
+    assert export.measurements_csv([], pipeline.SLICE_COLUMNS) == (
+        "level,name_confidence,score,area_mm2,height_mm,name_note\n"
+    )
 
 
 def test_via_json_round_trips_the_slice_masks(oracle, volume, tmp_path):

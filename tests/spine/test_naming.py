@@ -1,0 +1,112 @@
+"""Level names from evidence: counted up from a found S1, with a confidence per name.
+
+spine.levels.name_from_evidence on its own, then through spine.pipeline on phantoms whose
+S1 is labelled (an oracle stands in for the network and calls S1 by its class), then the
+measurement tables and CSV that carry the confidence and say when the names are unsure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_pipeline import OracleModel
+
+from spine import export, pipeline
+from spine.dataset import S1_CLASS_ID
+from spine.levels import UNANCHORED_CONFIDENCE, name_from_evidence
+from spine.phantom import make_phantom
+from spine.volume import volume_from_nifti
+
+ROWS = np.array([20.0, 60.0, 100.0, 140.0, 180.0, 220.0])  # six bodies, regular spacing
+
+
+def test_s1_anchors_the_names_and_the_body_count_above_it_does_not_matter():
+    s1 = np.array([0, 0, 0, 0, 0, 0.93])
+    naming = name_from_evidence(ROWS, s1)
+    assert naming.names == ["L1", "L2", "L3", "L4", "L5", "S1"] and naming.anchored
+    assert naming.confidence == pytest.approx([0.93] * 6) and naming.note == ""
+    # One more body at the top (T12 in view) keeps every other name: no shift.
+    more = name_from_evidence(np.r_[-20.0, ROWS], np.r_[0.0, s1])
+    assert more.names == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def test_counting_from_the_lowest_body_would_shift_names_when_s1_is_found():
+    # The old rule named the lowest body L5: with S1 found, L5 is the one above it.
+    naming = name_from_evidence(ROWS, np.array([0, 0, 0, 0, 0, 0.9]))
+    assert naming.names[-1] == "S1" and naming.names[-2] == "L5"
+
+
+def test_a_gap_halves_the_confidence_of_names_across_it():
+    rows = np.array([20.0, 60.0, 140.0, 180.0, 220.0])  # the body at 100 was missed
+    naming = name_from_evidence(rows, np.array([0, 0, 0, 0, 0.9]))
+    assert naming.names == ["L2", "L3", "L4", "L5", "S1"]  # L1/L2 above the gap: shifted
+    assert naming.confidence == pytest.approx([0.45, 0.45, 0.9, 0.9, 0.9])
+    assert "missed body" in naming.note
+
+
+def test_without_s1_names_are_counted_and_marked_unsure():
+    naming = name_from_evidence(ROWS[:5], np.zeros(5))
+    assert naming.names == ["L1", "L2", "L3", "L4", "L5"] and not naming.anchored
+    assert naming.confidence == [UNANCHORED_CONFIDENCE] * 5
+    assert "No S1" in naming.note
+    assert name_from_evidence(ROWS[:3], np.zeros(3), "S1").names == ["L4", "L5", "S1"]
+
+
+def test_the_strongest_s1_candidate_wins_and_the_note_says_there_were_two():
+    naming = name_from_evidence(ROWS, np.array([0, 0, 0, 0, 0.6, 0.95]))
+    assert naming.names[-1] == "S1" and naming.names[-2] == "L5"
+    assert "More than one" in naming.note
+
+
+@pytest.fixture(scope="module")
+def sacral_phantom():
+    """A phantom whose S1 is in view and labelled (levels end with S1)."""
+    for seed in range(20):
+        ph = make_phantom(seed, size=64, num_slices=6, label_sacrum=True)
+        if ph.levels[-1] == "S1":
+            return ph
+    pytest.fail("no phantom with S1 in view in 20 seeds")
+
+
+def _oracle(ph, calls_s1: bool = True):
+    volume = volume_from_nifti(ph.image, name="sacral")
+    truth = volume.load_label_map(ph.labels)
+    s1_label = ph.levels.index("S1") + 1
+    model = OracleModel(volume, truth, {s1_label: S1_CLASS_ID} if calls_s1 else None)
+    return pipeline.Segmenter(model, config=None), volume
+
+
+def test_phantom_volume_is_named_from_its_s1(sacral_phantom):
+    segmenter, volume = _oracle(sacral_phantom)
+    result = segmenter.segment_volume(volume)
+    assert result.levels == sacral_phantom.levels
+    assert min(result.name_confidence) > 0.9 and result.naming_note == ""
+    rows = result.measurements()
+    assert [r["level"] for r in rows] == sacral_phantom.levels
+    assert all(r["name_confidence"] > 0.9 and r["name_note"] == "" for r in rows)
+
+
+def test_phantom_slice_is_named_from_its_s1(sacral_phantom):
+    segmenter, volume = _oracle(sacral_phantom)
+    mid = volume.num_slices // 2
+    sl = segmenter.segment_slice(volume, mid)
+    assert sl.levels[-1] == "S1" and sl.levels == sacral_phantom.levels[-sl.count :]
+
+
+def test_without_s1_evidence_the_csv_says_the_names_are_unsure(sacral_phantom):
+    segmenter, volume = _oracle(sacral_phantom, calls_s1=False)
+    result = segmenter.segment_volume(volume)
+    # S1 not recognised: counted from the lowest body as L5, every name off by one.
+    assert result.levels[-1] == "L5"
+    text = export.measurements_csv(result.measurements(), pipeline.VOLUME_COLUMNS)
+    header, first = text.splitlines()[:2]
+    assert header.split(",")[1] == "name_confidence"
+    assert f",{UNANCHORED_CONFIDENCE}," in first and "No S1 found" in first
+
+
+def test_user_override_names_from_the_chosen_lowest_level(sacral_phantom):
+    segmenter, volume = _oracle(sacral_phantom, calls_s1=False)
+    result = segmenter.segment_volume(volume).renamed("S1")
+    assert result.levels == sacral_phantom.levels
+    assert result.name_confidence == [1.0] * result.count and "set by you" in result.naming_note
+    assert segmenter.segment_volume(volume).renamed(None).levels[-1] == "L5"
