@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import nibabel as nib
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 # axis2 -> Posterior (columns). Display: patient faces left, head at the top.
 CANONICAL_AXCODES = ("R", "I", "P")
 MAX_VOXELS = 512**3  # a larger scan is almost certainly not a spine series
+MAX_IMAGE_PIXELS = 4096 * 4096  # a PNG slice larger than this is not an MR slice
 MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB of raw NIfTI (512^3 float64 plus header)
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
@@ -147,7 +149,7 @@ def _parse_nifti(raw: bytes) -> nib.Nifti1Image:
             "Upload the complete file again",
         )
     try:
-        return klass.from_bytes(raw)
+        return _keep_raw_pixdim(klass.from_bytes(raw), raw)
     except Exception as exc:
         raise _fail(f"The NIfTI file cannot be read ({exc})", "Re-export the scan") from None
 
@@ -184,22 +186,147 @@ def _as_3d(img: nib.Nifti1Image, what: str = "scan") -> np.ndarray:
 
 
 def _spacing(affine: np.ndarray) -> np.ndarray:
-    """Voxel sizes (mm) along the voxel axes: the norms of the affine's columns."""
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+    """Voxel sizes (mm) along the voxel axes: the norms of the affine's columns.
+
+    Raises InvalidScanError for non-finite entries or a zero-length column (no millimetres).
+    """
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    with np.errstate(invalid="ignore", over="ignore"):
+        zooms = np.sqrt((columns**2).sum(axis=0))
+    if not np.all(np.isfinite(columns)) or not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise _fail(
-            f"The scan's affine has invalid voxel sizes {zooms.tolist()}",
-            "Fix the header's pixdim/sform or re-export the scan",
+            f"The scan's affine has invalid voxel sizes {zooms.tolist()} (zero or not finite)",
+            "Fix the header's pixdim/sform or re-export the scan (e.g. with dcm2niix)",
         )
     return zooms
 
 
 def _orientation_transform(affine: np.ndarray) -> np.ndarray:
-    """The nibabel ornt transform from the file's voxel layout to the canonical one."""
+    """The nibabel ornt transform from the file's voxel layout to the canonical one.
+
+    Canonical axis 0 (the sagittal slices) is the voxel axis closest to world left-right;
+    whether the scan really was acquired sagittally is `check_sagittal`'s business.
+    """
     start = nio.io_orientation(affine)
     if np.any(np.isnan(start)):
         raise _fail("The scan's affine is degenerate (no orientation)", "Fix its sform/qform")
     return nio.ornt_transform(start, nio.axcodes2ornt(CANONICAL_AXCODES))
+
+
+# nibabel "fixes" pixdim on reading (zero -> 1 mm, negative -> absolute value) and logs it;
+# the values as stored are kept in img.extra under this key so volume_from_nifti can judge.
+_RAW_PIXDIM = "spine_raw_pixdim"
+NO_ORIENTATION_WARNING = (
+    "The scan has no orientation in its header (qform and sform codes are 0): left-right, "
+    "up-down and front-back are guessed from the voxel order, so the slices may be flipped "
+    "or not sagittal and positions are not scanner coordinates. Re-export the scan with "
+    "dcm2niix to keep its orientation"
+)
+
+
+def _keep_raw_pixdim(img: nib.Nifti1Image, raw: bytes) -> nib.Nifti1Image:
+    """Record the voxel sizes (pixdim[1:4]) as stored in `raw`, before nibabel's fixes."""
+    header = type(img.header).from_fileobj(io.BytesIO(raw), check=False)
+    img.extra[_RAW_PIXDIM] = np.array(header["pixdim"][1:4], dtype=np.float64)
+    return img
+
+
+def _mm(values) -> str:
+    return " x ".join(f"{float(v):g}" for v in values)
+
+
+def _header_geometry(img: nib.Nifti1Image) -> tuple[np.ndarray, nib.Nifti1Header, bool, list]:
+    """Image -> (affine, header copy, orientation_known, geometry warnings).
+
+    Without an sform the affine is made from pixdim (the qform's voxel sizes or, with no
+    codes at all, voxel sizes only): zero or non-finite pixdim is rejected (nibabel would
+    make it 1 mm), negative pixdim is used as its absolute value with a warning.
+    """
+    header = img.header.copy()
+    if not isinstance(header, nib.Nifti1Header):  # not NIfTI: nothing more to check
+        return np.asarray(img.affine, dtype=np.float64), header, True, []
+    notes: list[str] = []
+    if int(header["sform_code"]) == 0:
+        stored = img.extra.get(_RAW_PIXDIM) if isinstance(img.extra, dict) else None
+        pixdim = np.asarray(header["pixdim"][1:4] if stored is None else stored, np.float64)
+        if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+            raise _fail(
+                f"The header gives voxel sizes of {_mm(pixdim)} mm (pixdim) and no sform, "
+                "so the scan has no usable millimetres (zero or not finite)",
+                "Fix pixdim in the header or re-export the scan (e.g. with dcm2niix)",
+            )
+        if np.any(pixdim < 0):
+            notes.append(
+                f"The header gives negative voxel sizes ({_mm(pixdim)} mm, pixdim); "
+                f"their absolute values {_mm(np.abs(pixdim))} mm are used"
+            )
+            header["pixdim"][1:4] = np.abs(header["pixdim"][1:4])  # as nibabel does on reading
+    # An in-memory image made without an affine has none: the header's (as when read back).
+    affine = img.affine if img.affine is not None else header.get_best_affine()
+    affine = np.asarray(affine, dtype=np.float64)
+    known = int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+    if not known:
+        notes.append(NO_ORIENTATION_WARNING)
+    return affine, header, known, notes
+
+
+# A sagittal series has its thickest voxels along left-right (slices ~3-5 mm, pixels < 1 mm).
+# A scan is called not sagittal only when one voxel axis is clearly the thickest (this many
+# times the others) and points closest to another world axis, or when it is one image thick
+# along superior-inferior or anterior-posterior: near-isotropic volumes are given the benefit.
+THICK_AXIS_RATIO = 1.5
+_WORLD_AXES = ("left-right", "anterior-posterior", "superior-inferior")
+_PLANE_OF = {1: "coronal", 2: "axial"}
+
+
+def sagittal_problem(volume: Volume) -> str | None:
+    """Why `volume` is clearly not a sagittal series (a message for InvalidScanError), or None.
+
+    Decided from the file's affine: the voxel sizes (which voxel axis is clearly the
+    thickest, i.e. the slice axis) and which world axis that voxel axis is closest to.
+    """
+    s, h, w = volume.shape
+    todo = "Export the sagittal series of the study (slices stacked left to right) and use that"
+    if not volume.orientation_known:
+        todo += (
+            "; the header has no orientation (qform/sform codes 0), so the directions are "
+            "guessed: if this is a sagittal series, re-export it with dcm2niix to keep them"
+        )
+    if h == 1 or w == 1:
+        plane = "an axial" if h == 1 else "a coronal"
+        return (
+            f"The scan is {plane} image ({s} x {h} x {w} voxels left-right x "
+            f"superior-inferior x anterior-posterior), not a sagittal series. {todo}"
+        )
+    columns = np.asarray(volume.affine, dtype=np.float64)[:3, :3]
+    zooms = np.sqrt((columns**2).sum(axis=0))
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        return None  # volume_from_nifti rejects these; nothing to judge here
+    order = np.argsort(zooms)
+    thick = int(order[-1])
+    if zooms[thick] < THICK_AXIS_RATIO * zooms[order[1]]:
+        return None  # no clearly thickest axis (near-isotropic): no clear evidence
+    direction = np.abs(columns[:, thick]) / zooms[thick]
+    world = int(np.argmax(direction))
+    if world == 0:
+        return None
+    angle = float(np.degrees(np.arccos(min(1.0, direction[0]))))
+    inplane = _mm(zooms[[k for k in range(3) if k != thick]])
+    return (
+        f"The scan looks {_PLANE_OF[world]}, not sagittal: its thickest voxels "
+        f"({zooms[thick]:.3g} mm, voxel axis {thick}) are stacked along {_WORLD_AXES[world]} "
+        f"({angle:.0f} degrees from left-right), with {inplane} mm pixels in its slices; "
+        f"sagittal slices are thickest along left-right. {todo}"
+    )
+
+
+def check_sagittal(volume: Volume) -> None:
+    """Raise InvalidScanError when `volume` is clearly not a sagittal acquisition (axial or
+    coronal slices would be resliced into meaningless "sagittal" images); see
+    sagittal_problem. One-slice sagittal volumes and near-isotropic volumes pass."""
+    problem = sagittal_problem(volume)
+    if problem is not None:
+        raise InvalidScanError(problem)
 
 
 # ----------------------------------------------------------------------------- Volume
@@ -211,6 +338,8 @@ class Volume:
 
     data: float32 [S, H, W], S sagittal slices, rows superior->inferior, cols anterior->posterior.
     spacing: (slice_mm, row_mm, col_mm). affine/header/original_shape/orientation: the file's.
+    orientation_known: False when the header has no orientation (qform and sform codes 0).
+    geometry_warnings: what the user should be told about the geometry (one sentence each).
     """
 
     data: np.ndarray
@@ -221,6 +350,9 @@ class Volume:
     header: nib.Nifti1Header | None = None
     original_shape: tuple[int, int, int] = (0, 0, 0)
     transform: np.ndarray = field(default_factory=lambda: np.zeros((3, 2)))
+    orientation_known: bool = True  # False: qform and sform codes 0, directions are guessed
+    geometry_warnings: list[str] = field(default_factory=list)  # for the page and the CLI
+    dicom: Any = None  # spine.dicom.DicomReference when read from DICOM (for DICOM SEG)
 
     @property
     def num_slices(self) -> int:
@@ -278,9 +410,15 @@ class Volume:
         header.set_intent("label")
         header["descrip"] = b"SpineSeg vertebra labels"
         img = nib.Nifti1Image(out, self.affine, header=header)
-        qform, qcode = self.header.get_qform(coded=True) if self.header is not None else (None, 0)
-        img.set_sform(self.affine, code=int(header["sform_code"]) or 1)
-        img.set_qform(qform if qform is not None else self.affine, code=int(qcode) or 1)
+        # The codes mirror the scan's: a scan without orientation (codes 0) must not get a
+        # label map that claims scanner space. Without any header: scanner (1), as before.
+        if isinstance(source, nib.Nifti1Header):
+            qform, qcode = source.get_qform(coded=True)
+            scode = int(source["sform_code"])
+        else:
+            qform, qcode, scode = None, 1, 1
+        img.set_sform(self.affine, code=scode)
+        img.set_qform(qform if qform is not None else self.affine, code=int(qcode))
         return img
 
     def load_label_map(self, source: str | Path | bytes | nib.Nifti1Image) -> np.ndarray:
@@ -310,21 +448,121 @@ def volume_from_nifti(img: nib.Nifti1Image, name: str = "scan") -> Volume:
             f"The scan is constant (every voxel = {float(data.min()):g}); there is no image",
             "Check the export (a mask or an empty series was uploaded?)",
         )
-    affine = np.asarray(img.affine, dtype=np.float64)
+    affine, header, known, notes = _header_geometry(img)
     zooms = _spacing(affine)
     transform = _orientation_transform(affine)
     spacing = np.zeros(3)
     spacing[transform[:, 0].astype(int)] = zooms
+    for note in notes:
+        logger.warning("%s: %s", name, note)
+        warnings.warn(f"{name}: {note}", stacklevel=2)
     return Volume(
         data=np.ascontiguousarray(nio.apply_orientation(data, transform), dtype=np.float32),
         spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
         affine=affine,
         orientation="".join(nio.aff2axcodes(affine)),
         name=name,
-        header=img.header.copy(),
+        header=header,
         original_shape=shape3,  # type: ignore[arg-type]
         transform=transform,
+        orientation_known=known,
+        geometry_warnings=notes,
     )
+
+
+# A lumbar sagittal field of view is ~280-320 mm over a 512 matrix, slices ~4 mm thick:
+# what a PNG slice without geometry is assumed to have.
+ASSUMED_PIXEL_MM = 300.0 / 512.0
+ASSUMED_SLICE_MM = 4.0
+
+
+def volume_from_image(
+    image: np.ndarray,
+    name: str = "image",
+    pixel_mm: float = ASSUMED_PIXEL_MM,
+    slice_mm: float = ASSUMED_SLICE_MM,
+) -> Volume:
+    """A 2D slice (grey [H, W], or RGB [H, W, 3] averaged to grey) in the display layout
+    (cranial at the top, anterior on the left) -> a one-slice Volume.
+
+    PNG exports carry no geometry: pixel_mm and slice_mm are assumptions (millimetres in
+    the measurements are only as right as they are), the orientation is the display layout.
+    """
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[..., :3].mean(axis=-1)
+    if array.ndim != 2:
+        raise _fail(f"An image slice must be 2D, got shape {array.shape}", "Export one slice")
+    # Voxel axes (slice, row, col) point Right, Inferior, Posterior: the canonical layout.
+    affine = np.array(
+        [[slice_mm, 0, 0, 0], [0, 0, -pixel_mm, 0], [0, -pixel_mm, 0, 0], [0, 0, 0, 1]],
+        dtype=np.float64,
+    )
+    volume = volume_from_nifti(nib.Nifti1Image(array[None], affine), name=name)
+    volume.geometry_warnings.append(
+        f"A 2D image carries no geometry: {pixel_mm:.2f} mm pixels and a {slice_mm:g} mm slice "
+        "are assumed, so millimetres are estimates; orientation taken as shown (head at the "
+        "top, anterior on the left)."
+    )
+    return volume
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def load_image_slice(source: str | Path | bytes, name: str | None = None) -> Volume:
+    """A 2D sagittal slice saved as PNG/JPEG (path or bytes) -> a one-slice Volume with the
+    assumed geometry of volume_from_image. Raises InvalidScanError for an unreadable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    default = Path(source).stem if isinstance(source, (str, Path)) else "image"
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            if pil.width * pil.height > MAX_IMAGE_PIXELS:
+                raise _fail(
+                    f"The image is {pil.width} x {pil.height} pixels, more than a slice has",
+                    "Export the slice at its acquired size",
+                )
+            grey = np.asarray(pil.convert("L"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise _fail(f"Not a readable PNG/JPEG image ({err})", "Export the slice as PNG") from err
+    return volume_from_image(grey, name=name or default)
+
+
+DICOM_EXTENSIONS = (".zip", ".dcm", ".dicom", ".ima")
+
+
+def is_dicom_source(source: str | Path | bytes, filename: str = "") -> bool:
+    """True for a DICOM input: a folder, a .zip/.dcm name, or bytes/a file with the zip or
+    DICM magic (DICOM files often have no extension at all)."""
+    if filename.lower().endswith(DICOM_EXTENSIONS):
+        return True
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:132])
+    else:
+        path = Path(source)
+        if path.is_dir() or path.name.lower().endswith(DICOM_EXTENSIONS):
+            return True
+        try:
+            with open(path, "rb") as f:
+                head = f.read(132)
+        except OSError:
+            return False
+    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06") or head[128:132] == b"DICM"
+
+
+def load_scan(source: str | Path | bytes, filename: str, name: str | None = None) -> Volume:
+    """A NIfTI volume, a PNG/JPEG slice, or a DICOM series (folder, .zip, .dcm; see
+    spine.dicom): the one entry for uploads. A DICOM Volume is named after its series
+    (spine.dicom.default_name), never after the file, whose name often carries the patient's."""
+    if filename.lower().endswith(IMAGE_EXTENSIONS):
+        return load_image_slice(source, name)
+    if not filename.lower().endswith(NIFTI_EXTENSIONS) and is_dicom_source(source, filename):
+        from spine.dicom import load_dicom_series  # lazy: pydicom is only needed for DICOM
+
+        return load_dicom_series(source)
+    return load_volume(source, name)
 
 
 def load_volume(source: str | Path | bytes, name: str | None = None) -> Volume:
