@@ -15,7 +15,7 @@ import streamlit as st
 from spine import export, pipeline
 from spine.errors import SpineInputError
 from spine.levels import SPINE_LEVELS
-from spine.volume import load_volume
+from spine.volume import is_dicom_source, load_scan, load_volume, sagittal_problem
 
 logger = logging.getLogger("spineseg.app")
 
@@ -23,14 +23,21 @@ st.set_page_config(page_title="SpineSeg", page_icon=":bone:", layout="wide")
 state = st.session_state
 EXAMPLE = "the example scan"
 LEVELS = SPINE_LEVELS  # names a user can give the lowest vertebra found
+AUTOMATIC = "automatic (from S1)"  # names from the model's evidence, no override
 # Headers and number formats of the measurement tables (keys as in *.measurements()).
 COLUMNS = {
     "level": st.column_config.TextColumn("Level"),
+    "name_confidence": st.column_config.NumberColumn(
+        "Name conf.", format="%.2f",
+        help="How sure the level name is: high when counted up from a found S1 with "
+        "regular spacing, low (0.3) when no S1 is in view.",
+    ),
     "score": st.column_config.NumberColumn("Score", format="%.2f"),
     "area_mm2": st.column_config.NumberColumn("Area (mm²)", format="%.0f"),
     "height_mm": st.column_config.NumberColumn("Height (mm)", format="%.1f"),
     "volume_mm3": st.column_config.NumberColumn("Volume (mm³)", format="%.0f"),
     "slices": st.column_config.NumberColumn("Slices"),
+    "name_note": st.column_config.TextColumn("Naming"),
 }
 
 
@@ -99,10 +106,15 @@ def pipeline_window(volume: Any, low: float, high: float) -> tuple[float, float]
     return memo[key]
 
 
+def load_data_file(path: Any) -> Any:
+    """A file in the data folder: NIfTI, or DICOM (.zip/.dcm) by name or content."""
+    return load_scan(path, path.name) if is_dicom_source(path, path.name) else load_volume(path)
+
+
 def load_path() -> None:
     load_into_state(
         state.path_text,
-        lambda text: load_volume(pipeline.resolve_data_path(text)),
+        lambda text: load_data_file(pipeline.resolve_data_path(text)),
         state.path_text,
     )
 
@@ -115,15 +127,18 @@ def load_example() -> None:
 def sidebar_inputs() -> None:
     st.sidebar.header("1 · Bring a scan")
     upload = st.sidebar.file_uploader(
-        "Sagittal MRI as NIfTI (.nii or .nii.gz)",
-        type=["nii", "gz"],
+        "Sagittal MRI as NIfTI (.nii, .nii.gz), DICOM (.zip of a series or study, .dcm), "
+        "or one slice as PNG",
+        type=["nii", "gz", "zip", "dcm", "png", "jpg", "jpeg"],
         key="upload",
-        help="One 3D sagittal series. Convert DICOM first, e.g. with dcm2niix.",
+        help="One 3D sagittal series; a zipped DICOM series or study (of several series the "
+        "sagittal one most likely T2 is used, and named); or a single sagittal slice image "
+        "(cranial at the top, anterior on the left).",
     )
     if upload is not None and upload.file_id != state.get("upload_id"):
         state.upload_id = upload.file_id
-        name = upload.name.removesuffix(".gz").removesuffix(".nii")
-        load_into_state(upload.name, load_volume, upload.getvalue(), name)
+        name = upload.name.removesuffix(".gz").removesuffix(".nii").rsplit(".", 1)[0]
+        load_into_state(upload.name, load_scan, upload.getvalue(), upload.name, name)
     elif upload is None:
         state.upload_id = None
 
@@ -175,18 +190,18 @@ def sidebar_display(volume: Any) -> tuple[float, float]:
     return window, level
 
 
-def sidebar_naming() -> str:
-    """The name of the lowest vertebra found (the others are named upward from it)."""
-    lowest = st.sidebar.selectbox(
-        "Lowest vertebra found is", LEVELS, index=LEVELS.index("L5"), key="lowest",
-        help="Vertebrae are named from their order: the lowest one found gets this name. "
-        "The training scans end at L5; pick S1 if the sacrum is outlined too.",
+def sidebar_naming() -> str | None:
+    """None (names from the model's S1 evidence) or the user's name for the lowest body."""
+    choice = st.sidebar.selectbox(
+        "Lowest vertebra found is", [AUTOMATIC, *LEVELS], index=0, key="lowest",
+        help="Automatic: the model recognises S1 and the others are counted up from it. "
+        "Pick a level to name the lowest body found yourself (the others counted upward).",
     )
     st.sidebar.caption(
-        "Level names are counted up from the lowest body found, not recognised by the model: "
-        "check the lowest one (a piece of sacrum found as a body shifts every name)."
+        "Names are counted up from S1 when the model finds it; without S1 in view they are "
+        "counted from the lowest body (taken as L5) and marked unsure. Check the lowest one."
     )
-    return lowest
+    return None if choice == AUTOMATIC else choice
 
 
 def sidebar_overlay() -> dict[str, Any]:
@@ -211,6 +226,14 @@ def scan_facts(volume: Any) -> None:
         f"&nbsp;·&nbsp; voxel {slice_mm:.2g} × {row_mm:.2g} × {col_mm:.2g} mm "
         f"(slice × row × column) &nbsp;·&nbsp; orientation {volume.orientation}"
     )
+    dicom = getattr(volume, "dicom", None)
+    if dicom is not None:  # description and date only: never the patient's name
+        st.caption(f"DICOM {dicom.info.label}")
+    for warning in getattr(volume, "geometry_warnings", []):
+        st.warning(warning)
+    problem = sagittal_problem(volume)
+    if problem:
+        st.error(f"This scan cannot be segmented: {problem}")
 
 
 def segment_buttons(volume: Any) -> None:
@@ -292,6 +315,19 @@ def downloads(volume: Any, index: int, picture: Any, source: str, lowest: str) -
         st.download_button(
             label, data, file_name, mime, key=f"dl_{kind}", help=tip, width="stretch"
         )
+    if getattr(volume, "dicom", None) is not None and result.count:
+        seg_key = (*key, "seg")
+        if seg_key not in memo:
+            from spine.dicom_seg import result_seg_bytes
+
+            memo[seg_key] = result_seg_bytes(volume, result.renamed(lowest))
+        st.download_button(
+            f"DICOM SEG, {what} (for PACS, OHIF, 3D Slicer)", memo[seg_key],
+            f"{volume.name}_seg.dcm", "application/dicom", key="dl_seg", width="stretch",
+            help="One segment per vertebral body, named by level, on the frames of the source "
+            "series. As the DICOM standard requires, it carries the source's patient module "
+            "(name, ID) so that viewers file it with the images.",
+        )  # fmt: skip
 
 
 def main() -> None:
@@ -318,7 +354,10 @@ def main() -> None:
     with side_col:
         segment_buttons(volume)
     with image_col:
-        index = st.slider("Sagittal slice", 0, volume.num_slices - 1, key="slice")
+        if volume.num_slices > 1:
+            index = st.slider("Sagittal slice", 0, volume.num_slices - 1, key="slice")
+        else:  # a slider from 0 to 0 raises; one slice needs no choice
+            index = 0
         result, source = current_result(index, lowest)
         picture = guarded(
             "drawing the slice",
@@ -336,6 +375,8 @@ def main() -> None:
             st.warning("No vertebra found on this slice.")
         else:
             st.subheader(f"{result.count} vertebra{'e' if result.count > 1 else ''}")
+            if result.naming_note:
+                st.warning(result.naming_note)
             legend(result)
             st.dataframe(
                 result.measurements(), hide_index=True, width="stretch", column_config=COLUMNS

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from spine.pipeline import SLICE_COLUMNS
+
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
 TIMEOUT = 120  # seconds per run: the first segmentation loads TensorFlow and the model
@@ -160,7 +162,7 @@ def test_segment_slice_shows_masks_table_and_downloads(model_env, phantom_bytes)
     assert result.masks.shape[:2] == (64, 64)
     if result.count:
         table = at.dataframe[0].value
-        assert list(table.columns) == ["level", "score", "area_mm2", "height_mm"]
+        assert list(table.columns) == list(SLICE_COLUMNS)
         assert len(table) == result.count
     labels = [b.label for b in at.download_button]
     assert labels == [
@@ -196,9 +198,58 @@ def test_each_vertebra_gets_a_table_row_and_a_legend_entry(model_env, monkeypatc
     legend = texts(at.markdown)
     assert "L4" in legend and "L5" in legend
     assert at.subheader[0].value == "2 vertebrae"
+    # No S1 evidence: the page says the names are unsure, and so does the table.
+    assert table["name_confidence"].tolist() == pytest.approx([0.3, 0.3])
+    assert "No S1 found" in texts(at.warning)
     at.selectbox(key="lowest").set_value("S1").run()  # rename without running the model
-    assert at.dataframe[0].value["level"].tolist() == ["L5", "S1"]
-    assert "counted up from the lowest body found, not recognised" in texts(at.sidebar.caption)
+    renamed = at.dataframe[0].value
+    assert renamed["level"].tolist() == ["L5", "S1"]
+    assert renamed["name_confidence"].tolist() == [1.0, 1.0]
+    assert "set by you" in texts(at.warning)
+    assert "counted up from S1 when the model finds it" in texts(at.sidebar.caption)
+
+
+def test_a_found_s1_names_the_bodies_with_high_confidence(model_env, monkeypatch, phantom_bytes):
+    import numpy as np
+
+    from spine import pipeline
+
+    def with_s1(self, volume, index, min_score=0.0):
+        masks = np.zeros(volume.data.shape[1:] + (3,), bool)
+        for k in range(3):
+            masks[5 + 15 * k : 15 + 15 * k, 20:40, k] = True
+        scores = np.array([0.9, 0.9, 0.95], np.float32)
+        s1 = np.array([0.0, 0.0, 0.95], np.float32)  # the lowest was called S1
+        return pipeline.build_slice_result(index, masks, scores, volume.spacing[1:], s1)
+
+    monkeypatch.setattr(pipeline.Segmenter, "segment_slice", with_s1)
+    at = with_scan(phantom_bytes)
+    button(at, "Segment this slice").click()
+    at.run()
+    table = at.dataframe[0].value
+    assert table["level"].tolist() == ["L4", "L5", "S1"]
+    assert table["name_confidence"].tolist() == pytest.approx([0.95] * 3)
+    assert not at.warning
+
+
+def test_a_one_slice_scan_and_a_png_slice_open_without_a_slider(model_env, phantom_bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    image = np.zeros((64, 64), np.uint8)
+    image[10:50, 20:40] = 180
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    at = upload(start(), "slice.png", buf.getvalue())
+    assert_usable(at)
+    assert not at.error and not [s for s in at.slider if s.key == "slice"]
+    assert at.session_state["volume"].num_slices == 1
+    assert "slice" in texts(at.markdown) and len(at.get("image")) == 1
+    button(at, "Segment this slice").click()
+    at.run()
+    assert not at.exception and not at.error
 
 
 def test_a_slice_without_a_result_says_so_and_offers_no_downloads(model_env, phantom_bytes):
