@@ -63,6 +63,9 @@ class VolumeScores:
     false_ids: np.ndarray
     foreground_dice: float
     levels: list[str] | None = None
+    # False predicted bodies centred above the highest / below the lowest labelled body:
+    # vertebrae the data leave unlabelled (T10, S1, ...), not necessarily errors.
+    outside_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def mean_dice(self) -> float:
@@ -77,6 +80,11 @@ class VolumeScores:
     @property
     def false_bodies(self) -> int:
         return int(self.false_ids.size)
+
+    @property
+    def false_in_range(self) -> int:
+        """False bodies within the labelled range (between the top and bottom labelled rows)."""
+        return int(self.false_ids.size - self.outside_ids.size)
 
     @property
     def merges(self) -> int:
@@ -147,15 +155,28 @@ def volume_metrics(
     if levels is not None and len(levels) != gt_ids.size:
         log.warning("%d level names for %d bodies: levels ignored", len(levels), gt_ids.size)
         levels = None
+    false_ids = pred_ids[~true_pred]
     return VolumeScores(
         gt_ids=gt_ids,
         dice=dice,
         matched=matched.astype(np.int64),
         pred_ids=pred_ids,
-        false_ids=pred_ids[~true_pred],
+        false_ids=false_ids,
         foreground_dice=2.0 * fg_inter / fg_total if fg_total else 1.0,
         levels=list(levels) if levels is not None else None,
+        outside_ids=outside_labelled_range(gt, pred, false_ids),
     )
+
+
+def outside_labelled_range(gt: np.ndarray, pred: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The predicted labels among ids whose mean row lies above the highest or below the
+    lowest ground-truth voxel row (rows run superior -> inferior). gt, pred: int [S, H, W]."""
+    gt_rows = np.flatnonzero((np.asarray(gt) > 0).any(axis=(0, 2)))
+    if ids.size == 0 or gt_rows.size == 0:
+        return ids[:0] if ids.size else np.zeros(0, np.int64)
+    rows = np.arange(pred.shape[1])[None, :, None]
+    centre = np.array([np.broadcast_to(rows, pred.shape)[pred == i].mean() for i in ids])
+    return ids[(centre < gt_rows[0]) | (centre > gt_rows[-1])]
 
 
 # ----------------------------------------------------------------------------- slice metrics
@@ -525,6 +546,9 @@ def summarize(results: Sequence[CaseResult], info: dict[str, Any] | None = None)
             "recall": float((all_dice > DICE_FOUND).mean()) if all_dice.size else float("nan"),
             "false_bodies": int(sum(m.scores.false_bodies for _, m in rows)),
             "false_bodies_per_volume": float(np.mean([m.scores.false_bodies for _, m in rows])),
+            "false_in_range_per_volume": float(
+                np.mean([m.scores.false_in_range for _, m in rows])
+            ),
             "foreground_dice": _nanmean([m.scores.foreground_dice for _, m in rows]),
             "gt_bodies": int(all_dice.size),
             "seconds_per_volume": float(np.mean([m.seconds for _, m in rows])),
@@ -655,7 +679,8 @@ def _run(args: argparse.Namespace) -> int:
     for method, m in summary["methods"].items():
         lines.append(
             f"  {method:8s} mean Dice {m['mean_dice']:.3f}  recall {m['recall']:.3f}  "
-            f"false bodies/vol {m['false_bodies_per_volume']:.2f}  "
+            f"false bodies/vol {m['false_bodies_per_volume']:.2f} "
+            f"({m['false_in_range_per_volume']:.2f} in the labelled range)  "
             f"mAP@.5 {m['mAP50']:.3f}  mAP@[.5:.95] {m['mAP50_95']:.3f}"
             + (f"  named {m['named_right']:.3f}" if "named_right" in m else "")
         )

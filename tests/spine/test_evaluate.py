@@ -373,3 +373,17 @@ def test_cli_end_to_end_with_a_random_init_model(phantom_dir, tmp_path):
         ("phantom_02", "baseline"), ("phantom_02", "model")]
     report = (out / "REPORT.md").read_text().splitlines()
     assert sum(line.startswith("| model |") for line in report) == 1
+
+
+def test_false_bodies_outside_the_labelled_range_are_counted_apart():
+    from spine.evaluate import volume_metrics
+
+    gt = np.zeros((1, 60, 20), np.int32)
+    gt[0, 20:30, 5:15] = 1  # one labelled body in rows 20-29
+    pred = np.zeros_like(gt)
+    pred[0, 20:30, 5:15] = 1  # found
+    pred[0, 2:10, 5:15] = 2  # an unlabelled vertebra above (e.g. T12): false, outside
+    pred[0, 24:28, 16:19] = 3  # a stray blob beside the body: false, inside the range
+    scores = volume_metrics(gt, pred)
+    assert scores.false_bodies == 2 and scores.false_in_range == 1
+    assert scores.outside_ids.tolist() == [2]
