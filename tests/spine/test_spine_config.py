@@ -32,7 +32,8 @@ def test_mrcnn_config_knows_nothing_of_slices(tmp_path):
         Config.from_toml(path)
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "paper.toml"])
-def test_bundled_configs_load_as_spine_configs(name):
+@pytest.mark.parametrize(("name", "classes"), [("demo.toml", 3), ("paper.toml", 2)])
+def test_bundled_configs_load_as_spine_configs(name, classes):
+    # demo: background, vertebral body, S1; paper: background, vertebra (as published)
     config = SpineConfig.from_toml(CONFIGS / name)
-    assert config.NUM_CLASSES == 2 and isinstance(config.NEIGHBOUR_CHANNELS, bool)
+    assert config.NUM_CLASSES == classes and isinstance(config.NEIGHBOUR_CHANNELS, bool)
