@@ -30,6 +30,7 @@ from mrcnn.utils import extract_bboxes
 from spine.errors import AnnotationError
 from spine.via import VIA_FILENAME, read_via, regions_to_masks
 from spine.volume import (
+    instance_values,
     label_instances,
     labelled_slices,
     load_label_map,
@@ -163,6 +164,8 @@ class SpineDataset(Dataset):
         per volume (evenly spread). Windowing: percentiles low..high over the whole volume.
         Returns the number of images added.
         """
+        from spine.phantom import read_levels
+
         added = 0
         for pair in pairs:
             image_path, label_path = (pair.image, pair.labels) if hasattr(pair, "labels") else pair
@@ -173,7 +176,7 @@ class SpineDataset(Dataset):
             stack = window_percentile(volume.data, low, high)  # [S, H, W] uint8
             dtype = np.uint8 if labels.max() < 256 else np.int32
             self._stacks[volume.name] = (stack, labels.astype(dtype))
-            levels = read_volume_levels(Path(label_path))
+            levels = read_levels(label_path) or []  # phantoms name their bodies
             for s in labelled_slices(labels, min_area, empty_slices):
                 self.add_image(
                     SOURCE, image_id=f"{volume.name}:{s}", path=str(image_path),
@@ -204,9 +207,8 @@ class SpineDataset(Dataset):
         info = self.image_info[image_id]
         if "volume" in info:
             labels = self._stacks[info["volume"]][1][info["slice"]]
-            masks = label_instances(labels, info.get("min_area", 0))
-            values, counts = np.unique(labels[labels > 0], return_counts=True)
-            values = values[counts >= max(info.get("min_area", 0), 1)]  # as label_instances
+            values = instance_values(labels, info.get("min_area", 0))
+            masks = labels[..., None] == values[None, None, :]  # as label_instances
             named = info.get("levels")
             if named:  # phantoms: every body in view labelled, by level
                 levels = [named[int(v) - 1] if int(v) <= len(named) else "" for v in values]
@@ -238,18 +240,6 @@ class SpineDataset(Dataset):
         if "volume" in info:
             return f"{info['path']} slice {info['slice']}"
         return str(info["path"])
-
-
-def read_volume_levels(label_path: Path) -> list[str]:
-    """Level names of labels 1..N from NAME_levels.json beside NAME_vertebrae.nii.gz (written
-    by spine.phantom), or [] when there is none."""
-    import json
-
-    stem = label_path.name.removesuffix(".gz").removesuffix(".nii").removesuffix("_vertebrae")
-    path = label_path.with_name(f"{stem}_levels.json")
-    if not path.is_file():
-        return []
-    return [str(v) for v in json.loads(path.read_text()).get("levels", [])]
 
 
 def unlabelled_regions(

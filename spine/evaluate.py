@@ -173,9 +173,12 @@ def outside_labelled_range(gt: np.ndarray, pred: np.ndarray, ids: np.ndarray) ->
     lowest ground-truth voxel row (rows run superior -> inferior). gt, pred: int [S, H, W]."""
     gt_rows = np.flatnonzero((np.asarray(gt) > 0).any(axis=(0, 2)))
     if ids.size == 0 or gt_rows.size == 0:
-        return ids[:0] if ids.size else np.zeros(0, np.int64)
-    rows = np.arange(pred.shape[1])[None, :, None]
-    centre = np.array([np.broadcast_to(rows, pred.shape)[pred == i].mean() for i in ids])
+        return np.asarray(ids, np.int64)[:0]
+    flat = np.asarray(pred, np.int64).ravel()
+    row_of = np.broadcast_to(np.arange(pred.shape[1])[None, :, None], pred.shape).ravel()
+    size = np.bincount(flat, minlength=int(ids.max()) + 1)
+    row_sum = np.bincount(flat, weights=row_of, minlength=int(ids.max()) + 1)
+    centre = row_sum[ids] / np.maximum(size[ids], 1)  # mean row of each predicted body
     return ids[(centre < gt_rows[0]) | (centre > gt_rows[-1])]
 
 
@@ -386,13 +389,10 @@ def parse_level_range(text: str) -> list[str] | None:
 def case_levels(case: Case) -> list[str] | None:
     """Level names of the ground-truth bodies, top to bottom, where the data says them:
     NAME_levels.json (phantoms) or the folder's index.csv (levels_top_to_bottom column)."""
-    sidecar = case.labels.parent / f"{case.name}_levels.json"
-    if sidecar.is_file():
-        try:
-            levels = json.loads(sidecar.read_text()).get("levels")
-            return [str(v) for v in levels] if isinstance(levels, list) else None
-        except (json.JSONDecodeError, AttributeError):
-            return None
+    from spine.phantom import read_levels
+
+    if (case.labels.parent / f"{case.name}_levels.json").is_file():
+        return read_levels(case.labels)
     index = case.labels.parent / "index.csv"
     if index.is_file():
         with index.open(newline="") as fh:

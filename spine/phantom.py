@@ -40,6 +40,21 @@ AXCODE_PAIRS = (("L", "R"), ("P", "A"), ("I", "S"))
 SUBSLICES = 4  # sub-slice samples per slice thickness (partial volume)
 
 
+def read_levels(label_path: str | Path) -> list[str] | None:
+    """Level names of labels 1..N from NAME_levels.json beside NAME_vertebrae.nii.gz (as
+    Phantom.save writes it), or None when there is none or it is not valid."""
+    label_path = Path(label_path)
+    stem = label_path.name.removesuffix(".gz").removesuffix(".nii").removesuffix("_vertebrae")
+    sidecar = label_path.with_name(f"{stem}_levels.json")
+    if not sidecar.is_file():
+        return None
+    try:
+        levels = json.loads(sidecar.read_text()).get("levels")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return [str(v) for v in levels] if isinstance(levels, list) else None
+
+
 @dataclass
 class Phantom:
     """A synthetic scan: image and label NIfTI (same geometry), level names of labels 1..N."""

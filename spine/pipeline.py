@@ -537,6 +537,8 @@ def link_slices(
     slice_scores: dict[int, np.ndarray] = {}
     sums, hits = np.zeros(count), np.zeros(count)
     s1_sums, areas = np.zeros(count), np.zeros(count)
+    # Pixels of each body on each slice [S, N+1] (column 0 background), counted once.
+    slice_areas = np.stack([np.bincount(sl.ravel(), minlength=count + 1) for sl in labels])
     for (s, track), score in score_of.items():
         k = relabel[track] - 1
         if k < 0:
@@ -544,7 +546,7 @@ def link_slices(
         slice_scores.setdefault(s, np.zeros(count, np.float32))[k] = score
         sums[k] += score
         hits[k] += 1
-        area = float(np.count_nonzero(labels[s] == k + 1))
+        area = float(slice_areas[s, k + 1])
         s1_sums[k] += area * s1_of[(s, track)]
         areas[k] += area
     mean_scores = (sums / np.maximum(hits, 1)).astype(np.float32)

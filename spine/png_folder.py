@@ -201,8 +201,7 @@ def spider_bodies(mask: np.ndarray, min_area: int = SPIDER_MIN_BODY_AREA) -> Sli
     for k, i in enumerate(keep, start=1):
         labels[comp == i] = k
     # The lowest disc's centre row: bodies below it are sacral (S1).
-    disc_rows = np.flatnonzero((mask == SPIDER_DISC).any(axis=1))
-    lowest_disc = _lowest_component_row(mask == SPIDER_DISC) if disc_rows.size else np.inf
+    lowest_disc = _lowest_component_row(mask == SPIDER_DISC)
     below = [k for k, i in enumerate(keep) if centres[i, 1] > lowest_disc]
     n_lumbar = len(keep) - len(below)
     names = [SPINE_LEVELS[SPINE_LEVELS.index("L5") - (n_lumbar - 1 - k)] for k in range(n_lumbar)]

@@ -722,11 +722,17 @@ def _resize_stack(array: np.ndarray, shape: tuple[int, int], interp: int) -> np.
 # ----------------------------------------------------------------------------- label maps
 
 
+def instance_values(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
+    """The label values of a label slice int [H, W] with at least min_area pixels (ascending,
+    i.e. top to bottom): the instances label_instances makes channels of."""
+    values, counts = np.unique(labels[labels > 0], return_counts=True)
+    return values[counts >= max(min_area, 1)]
+
+
 def label_instances(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
     """Label slice int [H, W] -> bool [H, W, N], one channel per label value (ascending,
     i.e. top to bottom), dropping instances with fewer than min_area pixels."""
-    values, counts = np.unique(labels[labels > 0], return_counts=True)
-    values = values[counts >= max(min_area, 1)]
+    values = instance_values(labels, min_area)
     return labels[..., None] == values[None, None, :]
 
 
