@@ -6,7 +6,8 @@ moves image (bilinear) and masks (nearest). Intensity changes touch the image on
 the same for the three channels (a slice and its neighbours come from one scan): random
 smooth non-monotonic intensity curves and inversion (T1/T2/STIR-like contrasts), gamma,
 contrast, bias field, down-then-up sampling (thick slices, coarse matrices), ghosting
-(motion along the phase direction), blur and Gaussian/Rician noise. `SpineAugmenter.heavy`
+(motion along the phase direction), blur and Gaussian/Rician noise; a field of view that ends
+part-way through the top or bottom body. `SpineAugmenter.heavy`
 is the contrast-randomised recipe the bundled model is trained with (weights/README.md).
 It has no `to_deterministic`, so mrcnn.data calls it directly (imgaug does not run on NumPy 2).
 """
@@ -39,6 +40,7 @@ class SpineAugmenter:
     p_curve: float = 0.0  # random smooth (possibly non-monotonic) intensity curve
     p_resample: float = 0.0  # down-then-up sampling
     p_ghost: float = 0.0  # motion ghosts along one axis
+    p_fov_cut: float = 0.0  # end the field of view through the top or bottom body
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -50,7 +52,7 @@ class SpineAugmenter:
         return cls(
             seed=seed, rotate_deg=20.0, scale=(0.7, 1.5), aspect=(0.8, 1.25), shift=0.08,
             p_affine=0.8, p_gamma=0.5, p_contrast=0.5, p_bias=0.5, p_noise=0.4, p_blur=0.25,
-            p_invert=0.25, p_curve=0.5, p_resample=0.25, p_ghost=0.15,
+            p_invert=0.25, p_curve=0.5, p_resample=0.25, p_ghost=0.15, p_fov_cut=0.25,
         )  # fmt: skip
 
     def __call__(self, image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +62,8 @@ class SpineAugmenter:
         rng = self.rng
         if rng.random() < self.p_affine:
             image, masks = self.warp(image, masks, self.random_matrix(image.shape[:2]))
+        if rng.random() < self.p_fov_cut:
+            image, masks = cut_field_of_view(image, masks, rng)
         return self.intensity(image), masks
 
     # ------------------------------------------------------------------ geometry
@@ -130,6 +134,36 @@ class SpineAugmenter:
                 n2 = rng.normal(0, sigma, (h, w, 1)).astype(np.float32)
                 x = np.sqrt((x + n1) ** 2 + n2**2)
         return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def cut_field_of_view(
+    image: np.ndarray, masks: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """End the field of view at a random row through the top (or bottom) labelled structure.
+
+    Scans often stop part-way through the highest or lowest body in view; the model must still
+    outline the part it sees. image [H, W, C], masks bool [H, W, N]: rows beyond the cut become
+    0 in both (the visible part of a cut body stays its label; a body wholly beyond is dropped
+    later as empty). The cut lies in the first 20-70 % of the outermost instance's height, so
+    it passes through that instance; images without instances are returned unchanged.
+    """
+    rows = np.flatnonzero(masks.any(axis=(1, 2))) if masks.shape[-1] else np.empty(0, int)
+    if rows.size == 0:
+        return image, masks
+    image, masks = image.copy(), masks.copy()
+    top_side = rng.random() < 0.5
+    edge_row = rows[0] if top_side else rows[-1]
+    outer = masks[edge_row].any(axis=0)  # instances reaching the outermost labelled row
+    extent = np.flatnonzero(masks[:, :, outer].any(axis=(1, 2)))
+    height = extent[-1] - extent[0] + 1
+    depth = int(round(rng.uniform(0.2, 0.7) * height))
+    if top_side:
+        cut = extent[0] + depth  # rows [0, cut) are beyond the field of view
+        image[:cut], masks[:cut] = 0, False
+    else:
+        cut = extent[-1] + 1 - depth  # rows [cut, H) are beyond it
+        image[cut:], masks[cut:] = 0, False
+    return image, masks
 
 
 def random_intensity_curve(x: np.ndarray, rng: np.random.Generator, knots: int = 6) -> np.ndarray:

@@ -63,3 +63,29 @@ def test_no_imgaug_interface_and_empty_masks_work():
     image, _ = square_sample()
     out, masks = aug(image, np.zeros((64, 64, 0), bool))
     assert masks.shape == (64, 64, 0)
+
+
+def test_field_of_view_cut_passes_through_the_outermost_body():
+    from spine.augment import cut_field_of_view
+
+    image = np.full((100, 40, 3), 120, np.uint8)
+    masks = np.zeros((100, 40, 2), bool)
+    masks[10:30, 5:35, 0] = True  # top body, rows 10-29
+    masks[60:80, 5:35, 1] = True  # bottom body, rows 60-79
+    sides = set()
+    for seed in range(20):
+        out, out_masks = cut_field_of_view(image, masks, np.random.default_rng(seed))
+        kept = out_masks.sum(axis=(0, 1))
+        cut_rows = np.flatnonzero((out == 0).all(axis=(1, 2)))
+        assert cut_rows.size > 0 and not out_masks[cut_rows].any()  # nothing beyond the cut
+        if cut_rows[0] == 0:  # top cut: 20-70 % of the top body's 20 rows gone
+            sides.add("top")
+            assert 0.3 * 600 <= kept[0] <= 0.8 * 600 and kept[1] == 600
+        else:
+            sides.add("bottom")
+            assert 0.3 * 600 <= kept[1] <= 0.8 * 600 and kept[0] == 600
+            assert cut_rows[-1] == 99
+    assert sides == {"top", "bottom"}
+    empty = np.zeros((100, 40, 0), bool)
+    same, _ = cut_field_of_view(image, empty, np.random.default_rng(0))
+    assert (same == image).all()
