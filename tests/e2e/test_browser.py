@@ -7,8 +7,11 @@ this checks that the page works end to end in a browser, not how accurate the mo
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import io
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +20,7 @@ import pytest
 
 from spine.phantom import make_phantom
 from spine.pipeline import DEFAULT_WEIGHTS
-from spine.volume import save_nifti
+from spine.volume import load_label_map, save_nifti, volume_from_nifti
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +84,65 @@ def test_bad_upload_shows_an_error_in_the_browser(page, app_url, tmp_path):
     assert "Traceback" not in alert.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "bad_upload.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def dicom_study(tmp_path_factory):
+    """A zipped study written from a phantom: a sagittal T2 series (4) and an axial one (5),
+    in a folder named after the patient; with the T2 datasets and the helpers that wrote it
+    (tests/spine/test_dicom.py)."""
+    pytest.importorskip("pydicom")
+    path = Path(__file__).resolve().parents[1] / "spine" / "test_dicom.py"
+    spec = importlib.util.spec_from_file_location("spine_test_dicom_e2e", path)
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    phantom = make_phantom(5, size=96, num_slices=6, oblique_deg=8.0, orientation="LPS")
+    folder = tmp_path_factory.mktemp("dicom")
+    t2 = helpers.series_datasets(phantom.image)
+    axial = helpers.series_datasets(phantom.image, "T2 TRA", 5, transpose=True)
+    files = helpers.write_series(t2, folder / "t2") + helpers.write_series(axial, folder / "ax")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for file in files:
+            archive.writestr(f"DOE_JANE/{file.parent.name}/{file.name}", file.read_bytes())
+    (folder / "DOE_JANE.zip").write_bytes(buffer.getvalue())
+    return folder / "DOE_JANE.zip", phantom, t2, helpers
+
+
+def test_a_zipped_dicom_series_downloads_as_seg_and_label_map_in_its_geometry(
+    page, app_url, dicom_study
+):
+    zip_path, phantom, datasets, helpers = dicom_study
+    page.goto(app_url)
+    page.get_by_role("button", name="Try an example scan").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(zip_path))
+    page.get_by_text("DICOM Series 4: T2 TSE SAG").wait_for()  # preselected over the axial
+    page.get_by_text("2 DICOM series found").wait_for()
+    main = page.locator('[data-testid="stMain"]')  # the uploader itself shows the file name
+    assert "DOE" not in main.inner_text() and "Doe" not in main.inner_text()
+
+    page.get_by_role("button", name="Segment all 6 slices").click()
+    nifti_button = page.get_by_role("button", name="Label map, volume (NIfTI)")
+    nifti_button.wait_for()
+    with page.expect_download() as info:
+        nifti_button.click()
+    nifti = nib.Nifti1Image.from_bytes(gzip.decompress(Path(info.value.path()).read_bytes()))
+    labels = load_label_map(nifti, volume_from_nifti(phantom.image))  # refuses other grids
+    assert labels.max() > 0  # the tiny model always finds something
+
+    with page.expect_download() as info:
+        page.get_by_role("button", name="DICOM SEG, volume (for PACS, OHIF, 3D Slicer)").click()
+    assert info.value.suggested_filename == "series4_t2_tse_sag_seg.dcm"
+    raw = Path(info.value.path()).read_bytes()
+    hd = pytest.importorskip("highdicom")
+    segments = hd.seg.segread(io.BytesIO(raw)).SegmentSequence
+    levels = [item.SegmentLabel.removesuffix(" vertebral body") for item in segments]
+    assert len(levels) == labels.max()
+    # each segment on the voxels of its body in the label map, on the source images'
+    # pixels, each SEG frame at the position of the source image it references
+    helpers._check_seg(raw, datasets, labels, levels)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dicom_segmented.png"), full_page=True)
 
 
 @pytest.mark.skipif(

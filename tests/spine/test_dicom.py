@@ -20,6 +20,7 @@ pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
+from mrcnn.utils import extract_bboxes  # noqa: E402
 from spine import dicom  # noqa: E402
 from spine.errors import InvalidScanError, SpineInputError  # noqa: E402
 from spine.phantom import make_phantom  # noqa: E402
@@ -318,14 +319,14 @@ def test_a_zip_with_a_symlink_is_refused(tmp_path):
 
 
 def test_a_zip_with_too_many_members_is_refused(monkeypatch):
-    monkeypatch.setattr(dicom, "MAX_ZIP_MEMBERS", 5)
+    monkeypatch.setattr(dicom.zips, "MAX_ZIP_MEMBERS", 5)
     archive = zip_bytes({f"f{k}.dcm": b"x" for k in range(6)})
     with pytest.raises(dicom.DicomInputError, match="6 files, more than the 5"):
         dicom.load_dicom_series(archive)
 
 
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(monkeypatch):
-    monkeypatch.setattr(dicom, "MAX_ZIP_BYTES", 1 << 20)
+    monkeypatch.setattr(dicom.zips, "MAX_ZIP_BYTES", 1 << 20)
     archive = zip_bytes({"bomb.dcm": bytes(2 << 20)})  # 2 MiB of zeros: a 2 KiB zip
     assert len(archive) < 20_000
     with pytest.raises(dicom.DicomInputError, match="more than the"):
@@ -333,7 +334,7 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(monkeypatch):
 
 
 def test_a_zip_that_lies_about_its_sizes_is_refused(monkeypatch):
-    monkeypatch.setattr(dicom, "MAX_ZIP_BYTES", 1 << 20)
+    monkeypatch.setattr(dicom.zips, "MAX_ZIP_BYTES", 1 << 20)
     archive = bytearray(zip_bytes({"bomb.dcm": bytes(2 << 20)}))
     size = (2 << 20).to_bytes(4, "little")
     small = (100).to_bytes(4, "little")
@@ -451,15 +452,13 @@ class TruthModel:
         self.lookup = {stack[i].tobytes(): truth[i] for i in range(volume.num_slices)}
 
     def detect(self, images, verbose=0):
-        from spine import pipeline
-
         out = []
         for image in images:
             labels = self.lookup[np.ascontiguousarray(image[..., 0]).tobytes()]
             ids = np.unique(labels)[1:]
             masks = labels[..., None] == ids[None, None, :]
             out.append({"masks": masks, "scores": np.full(len(ids), 0.9, np.float32),
-                        "rois": pipeline.boxes_from_masks(masks),
+                        "rois": extract_bboxes(masks),
                         "class_ids": np.ones(len(ids), np.int32)})  # fmt: skip
         return out
 
@@ -492,6 +491,16 @@ def _check_seg(raw: bytes, datasets: list[Dataset], truth: np.ndarray, levels: l
     for n, k in enumerate(present):
         for j in range(len(levels)):
             np.testing.assert_array_equal(pixels[n, ..., j] > 0, truth[k] == j + 1)
+    # each SEG frame lies where the source image it references lies, in the same plane
+    by_uid = {ds.SOPInstanceUID: ds for ds in datasets}
+    shared = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+    np.testing.assert_allclose(
+        shared.ImageOrientationPatient, datasets[0].ImageOrientationPatient, atol=1e-6
+    )
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        position = frame.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose(position, by_uid[uid].ImagePositionPatient, atol=1e-3)
 
 
 def test_the_dicom_seg_puts_every_body_on_its_source_pixels(seg_case):
@@ -513,9 +522,10 @@ def test_a_seg_needs_a_dicom_scan(seg_case):
         dicom_seg.segmentation_bytes(volume, truth, levels)
 
 
-@pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
-def test_spine_segment_takes_a_dicom_input_and_writes_a_seg(seg_case, tmp_path, as_zip,
+@pytest.mark.parametrize("kind", ["folder", "zip", "bare_files"])
+def test_spine_segment_takes_a_dicom_input_and_writes_a_seg(seg_case, tmp_path, kind,
                                                            monkeypatch, capsys):  # fmt: skip
+    """A folder of .dcm files, a zip of them, or a folder of DICOM files without extension."""
     import json
 
     from spine import pipeline, segment
@@ -525,9 +535,14 @@ def test_spine_segment_takes_a_dicom_input_and_writes_a_seg(seg_case, tmp_path, 
     segmenter = pipeline.Segmenter(TruthModel(volume, truth), config=None)
     monkeypatch.setattr(pipeline, "load_segmenter", lambda weights=None, config=None: segmenter)
     source = folder
-    if as_zip:
+    if kind == "zip":
         source = tmp_path / "study.zip"
         source.write_bytes(zip_bytes({f"s/{p.name}": p.read_bytes() for p in folder.iterdir()}))
+    elif kind == "bare_files":  # as many PACS exports and CD-ROMs write them
+        source = tmp_path / "export"
+        source.mkdir()
+        for k, path in enumerate(sorted(folder.iterdir())):
+            (source / f"I{k:07d}").write_bytes(path.read_bytes())
     out = tmp_path / "out"
     assert segment.main([str(source), "--out", str(out), "--lowest", levels[-1]]) == 0
     result = out / source.name.removesuffix(".zip")
