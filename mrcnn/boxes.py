@@ -187,6 +187,16 @@ def generate_pyramid_anchors(
     )
 
 
+def strided_shapes(image_shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """(rows, cols) of feature maps at the given strides of an image: int [levels, 2]."""
+    return np.array(
+        [
+            [int(math.ceil(image_shape[0] / stride)), int(math.ceil(image_shape[1] / stride))]
+            for stride in strides
+        ]
+    )
+
+
 def compute_backbone_shapes(config: Any, image_shape: Sequence[int]) -> np.ndarray:
     """(rows, cols) of each FPN level for an input image: int [levels, 2].
 
@@ -194,12 +204,25 @@ def compute_backbone_shapes(config: Any, image_shape: Sequence[int]) -> np.ndarr
     """
     if callable(config.BACKBONE):
         return np.asarray(config.COMPUTE_BACKBONE_SHAPE(image_shape))
-    return np.array(
-        [
-            [int(math.ceil(image_shape[0] / stride)), int(math.ceil(image_shape[1] / stride))]
-            for stride in config.BACKBONE_STRIDES
-        ]
-    )
+    return strided_shapes(image_shape, config.BACKBONE_STRIDES)
+
+
+def pyramid_anchors(
+    image_shape: Sequence[int],
+    scales: Sequence[float],
+    ratios: Sequence[float],
+    feature_shapes: Sequence[Sequence[int]],
+    feature_strides: Sequence[int],
+    anchor_stride: int,
+) -> np.ndarray:
+    """Normalized anchors float32 [A, 4] of an image (rows, cols), in RPN output order.
+
+    The one builder behind get_anchors (training targets, model inputs) and the proposal
+    layer, so both index the same anchors.
+    """
+    pixels = generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides,
+                                      anchor_stride)  # fmt: skip
+    return norm_boxes(pixels, tuple(image_shape[:2]))
 
 
 _ANCHOR_CACHE: dict[tuple, np.ndarray] = {}
@@ -221,14 +244,14 @@ def get_anchors(config: Any, image_shape: Sequence[int]) -> np.ndarray:
         tuple(map(int, backbone_shapes.ravel())),
     )
     if key not in _ANCHOR_CACHE:
-        anchors = generate_pyramid_anchors(
+        normalized = pyramid_anchors(
+            image_shape,
             config.RPN_ANCHOR_SCALES,
             config.RPN_ANCHOR_RATIOS,
             backbone_shapes,
             config.BACKBONE_STRIDES,
             config.RPN_ANCHOR_STRIDE,
         )
-        normalized = norm_boxes(anchors, image_shape[:2])
         normalized.flags.writeable = False
         _ANCHOR_CACHE[key] = normalized
     return _ANCHOR_CACHE[key]
@@ -310,7 +333,9 @@ __all__ = [
     "denorm_boxes",
     "generate_anchors",
     "generate_pyramid_anchors",
+    "strided_shapes",
     "compute_backbone_shapes",
+    "pyramid_anchors",
     "get_anchors",
     "apply_box_deltas_graph",
     "clip_boxes_graph",

@@ -38,25 +38,15 @@ def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
     return keras.Model(feature_map, [rpn_class_logits, rpn_probs, rpn_bbox], name="rpn_model")
 
 
-def pyramid_anchors(
-    image_shape: tuple[int, int],
-    scales: tuple[float, ...],
-    ratios: tuple[float, ...],
-    strides: tuple[int, ...],
-    anchor_stride: int,
-) -> np.ndarray:
-    """Normalized anchors float32 [A, 4] for an image (rows, cols), in RPN output order."""
-    shapes = [[int(np.ceil(image_shape[0] / s)), int(np.ceil(image_shape[1] / s))] for s in strides]
-    pixels = box_utils.generate_pyramid_anchors(scales, ratios, shapes, strides, anchor_stride)
-    return box_utils.norm_boxes(pixels, image_shape)
-
-
 class ProposalLayer(layers.Layer):
     """Turns RPN scores and deltas into proposals: top-k, refine, clip, NMS, pad.
 
     Inputs: rpn_probs [B, A, 2], rpn_bbox [B, A, 4] (deltas, scaled by 1/RPN_BBOX_STD_DEV).
     Output: [B, proposal_count, (y1, x1, y2, x2)] normalized, zero-padded past the kept count.
-    The anchors are built from the explicit arguments (no config inside the layer).
+    The anchors are built from the explicit arguments (no config inside the layer) by
+    mrcnn.boxes.pyramid_anchors, the builder of get_anchors: feature_shapes [levels, (rows,
+    cols)] are the FPN levels' sizes (compute_backbone_shapes, which honours a custom
+    backbone's COMPUTE_BACKBONE_SHAPE); None means image_shape / backbone_strides rounded up.
     """
 
     def __init__(
@@ -71,6 +61,7 @@ class ProposalLayer(layers.Layer):
         backbone_strides: tuple[int, ...],
         anchor_stride: int,
         batch_size: int,
+        feature_shapes: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,8 +75,13 @@ class ProposalLayer(layers.Layer):
         self.backbone_strides = tuple(int(v) for v in backbone_strides)
         self.anchor_stride = int(anchor_stride)
         self.batch_size = int(batch_size)
-        self.anchors = pyramid_anchors(self.image_shape, self.anchor_scales, self.anchor_ratios,
-                                       self.backbone_strides, self.anchor_stride)
+        if feature_shapes is None:
+            feature_shapes = box_utils.strided_shapes(self.image_shape, self.backbone_strides)
+        self.feature_shapes = tuple(tuple(int(v) for v in shape) for shape in feature_shapes)
+        self.anchors = box_utils.pyramid_anchors(
+            self.image_shape, self.anchor_scales, self.anchor_ratios, self.feature_shapes,
+            self.backbone_strides, self.anchor_stride,
+        )  # fmt: skip
 
     def call(self, rpn_probs: Any, rpn_bbox: Any) -> Any:
         anchors = ops.convert_to_tensor(self.anchors, "float32")  # [A, 4]
@@ -122,6 +118,7 @@ class ProposalLayer(layers.Layer):
             image_shape=self.image_shape, anchor_scales=self.anchor_scales,
             anchor_ratios=self.anchor_ratios, backbone_strides=self.backbone_strides,
             anchor_stride=self.anchor_stride, batch_size=self.batch_size,
+            feature_shapes=self.feature_shapes,
         )
         return config
 

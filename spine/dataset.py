@@ -28,15 +28,14 @@ from PIL import Image
 from mrcnn.data import Dataset
 from mrcnn.utils import extract_bboxes
 from spine.errors import AnnotationError
-from spine.via import VIA_FILENAME, read_via, regions_to_masks
+from spine.folders import VIA_FILENAME
+from spine.model_input import ModelInput
+from spine.via import read_via, regions_to_masks
 from spine.volume import (
-    instance_values,
     label_instances,
     labelled_slices,
     load_label_map,
     load_volume,
-    slice_channels,
-    window_percentile,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,18 +55,19 @@ class SpineDataset(Dataset):
 
     def __init__(
         self,
-        class_map: dict | None = None,
         neighbour_channels: bool = False,
         with_s1: bool = False,
         ignore_unlabelled: bool = True,
     ) -> None:
-        super().__init__(class_map)
+        super().__init__()
         self.add_class(SOURCE, BODY_CLASS_ID, CLASS_NAME)
         if with_s1:
             self.add_class(SOURCE, S1_CLASS_ID, S1_CLASS_NAME)
         self.with_s1 = with_s1
         self.ignore_unlabelled = ignore_unlabelled
         self.neighbour_channels = neighbour_channels
+        # What the network is shown (spine.model_input), the same as spine.pipeline builds.
+        self.model_input = ModelInput(neighbour_channels=neighbour_channels)
         # Volume-backed images: name -> (windowed uint8 [S, H, W], labels [S, H, W]).
         self._stacks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -153,15 +153,13 @@ class SpineDataset(Dataset):
         pairs: Iterable[Any],
         min_area: int = 0,
         empty_slices: int = 0,
-        low: float = 0.5,
-        high: float = 99.5,
     ) -> int:
         """Add every sagittal slice that contains vertebrae from (image, label map) NIfTI pairs
         (2-tuples of paths, or spine.prepare.VolumePair).
 
         min_area: instances smaller than this (pixels) are ignored (slices left without any
         are treated as empty). empty_slices: also add up to this many slices without vertebrae
-        per volume (evenly spread). Windowing: percentiles low..high over the whole volume.
+        per volume (evenly spread). Windowed once per volume by self.model_input.
         Returns the number of images added.
         """
         from spine.phantom import read_levels
@@ -173,7 +171,7 @@ class SpineDataset(Dataset):
             labels = load_label_map(label_path, like=volume)
             if volume.name in self._stacks:
                 raise ValueError(f"volume name {volume.name!r} added twice")
-            stack = window_percentile(volume.data, low, high)  # [S, H, W] uint8
+            stack = self.model_input.stack(volume.data)  # [S, H, W] uint8
             dtype = np.uint8 if labels.max() < 256 else np.int32
             self._stacks[volume.name] = (stack, labels.astype(dtype))
             levels = read_levels(label_path) or []  # phantoms name their bodies
@@ -193,12 +191,11 @@ class SpineDataset(Dataset):
         and B if neighbour_channels; files as stored)."""
         info = self.image_info[image_id]
         if "volume" in info:
-            stack = self._stacks[info["volume"]][0]
-            return slice_channels(stack, info["slice"], self.neighbour_channels)
+            return self.model_input.image(self._stacks[info["volume"]][0], info["slice"])
         if "png" in info:  # one slice: its neighbours are itself (as at a volume's edge)
-            # Windowed as spine.pipeline.model_stack windows a one-slice volume of it.
-            stack = window_percentile(info["png"].load_image()[None].astype(np.float32))
-            return slice_channels(stack, 0, self.neighbour_channels)
+            # Windowed as spine.pipeline windows a one-slice volume of it.
+            stack = self.model_input.stack(info["png"].load_image()[None].astype(np.float32))
+            return self.model_input.image(stack, 0)
         return super().load_image(image_id)
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +204,7 @@ class SpineDataset(Dataset):
         info = self.image_info[image_id]
         if "volume" in info:
             labels = self._stacks[info["volume"]][1][info["slice"]]
-            values = instance_values(labels, info.get("min_area", 0))
-            masks = labels[..., None] == values[None, None, :]  # as label_instances
+            masks, values = label_instances(labels, info.get("min_area", 0))
             named = info.get("levels")
             if named:  # phantoms: every body in view labelled, by level
                 levels = [named[int(v) - 1] if int(v) <= len(named) else "" for v in values]
@@ -218,7 +214,7 @@ class SpineDataset(Dataset):
                 above, below = True, True
         elif "png" in info:
             bodies = info["png"].load_bodies()
-            masks = label_instances(bodies.labels)
+            masks, _ = label_instances(bodies.labels)
             levels, above, below = bodies.levels, bodies.unlabelled_above, bodies.unlabelled_below
         else:
             masks = regions_to_masks(info.get("regions", []), (info["height"], info["width"]))

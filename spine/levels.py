@@ -63,14 +63,9 @@ def order_top_to_bottom(masks_or_boxes: np.ndarray) -> np.ndarray:
     return np.argsort(rows, kind="stable")
 
 
-def name_instances(masks_or_boxes: np.ndarray, lowest: str = "L5") -> list[str]:
-    """A level name per instance in input order (the lowest instance gets `lowest`)."""
-    order = order_top_to_bottom(masks_or_boxes)
-    names = level_names(len(order), lowest)
-    out = [""] * len(order)
-    for rank, idx in enumerate(order):
-        out[int(idx)] = names[rank]
-    return out
+def level_rank(name: str) -> int:
+    """A level's place top to bottom (C1 = 0); unknown names after every level."""
+    return SPINE_LEVELS.index(name) if name in SPINE_LEVELS else len(SPINE_LEVELS)
 
 
 # ----------------------------------------------------------------------------- from evidence

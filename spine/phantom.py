@@ -25,7 +25,9 @@ import numpy as np
 from nibabel import orientations as nio
 from scipy.spatial import cKDTree
 
-from spine.volume import CANONICAL_AXCODES, atomic_write, save_nifti
+from mrcnn.atomic import write_bytes_atomic
+from spine.folders import LABEL_MARK, label_map_name, nifti_stem
+from spine.volume import CANONICAL_AXCODES, save_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def read_levels(label_path: str | Path) -> list[str] | None:
     """Level names of labels 1..N from NAME_levels.json beside NAME_vertebrae.nii.gz (as
     Phantom.save writes it), or None when there is none or it is not valid."""
     label_path = Path(label_path)
-    stem = label_path.name.removesuffix(".gz").removesuffix(".nii").removesuffix("_vertebrae")
+    stem = nifti_stem(label_path).removesuffix(LABEL_MARK)
     sidecar = label_path.with_name(f"{stem}_levels.json")
     if not sidecar.is_file():
         return None
@@ -70,10 +72,10 @@ class Phantom:
         out = Path(out_dir)
         paths = [
             save_nifti(self.image, out / f"{self.name}.nii.gz"),
-            save_nifti(self.labels, out / f"{self.name}_vertebrae.nii.gz"),
+            save_nifti(self.labels, out / label_map_name(self.name)),
         ]
         text = json.dumps({"levels": self.levels, **self.meta}, indent=1)
-        paths.append(atomic_write(out / f"{self.name}_levels.json", lambda t: t.write_text(text)))
+        paths.append(write_bytes_atomic(out / f"{self.name}_levels.json", text))
         return paths
 
 

@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 from spine.errors import AnnotationError
+from spine.folders import INDEX_FILENAME, PNG_IMAGES, PNG_MASKS, is_png_folder
 from spine.levels import SPINE_LEVELS
 
 DEFAULT_LEVEL_TABLE: dict[int, str] = {1: "L1", 2: "L2", 3: "L3", 4: "L4", 5: "L5", 6: "S1"}
 LEVEL_TABLE_FILE = "levels.csv"
-INDEX_FILE = "index.csv"
 # SPIDER semantic values.
 SPIDER_VERTEBRA, SPIDER_DISC, SPIDER_CANAL = 76, 29, 150
 SPIDER_VALUES = {0, SPIDER_VERTEBRA, SPIDER_DISC, SPIDER_CANAL}
@@ -76,11 +76,6 @@ class PngSlice:
         return level_bodies(mask, self.level_table)
 
 
-def is_png_folder(folder: Path) -> bool:
-    """True for a folder holding images/ and masks/ subfolders."""
-    return (folder / "images").is_dir() and (folder / "masks").is_dir()
-
-
 def read_level_table(folder: Path) -> dict[int, str]:
     """value -> level from folder/levels.csv, else DEFAULT_LEVEL_TABLE."""
     path = folder / LEVEL_TABLE_FILE
@@ -105,7 +100,7 @@ def read_level_table(folder: Path) -> dict[int, str]:
 
 def _patients(folder: Path) -> dict[str, str]:
     """image file name -> patient, from index.csv if it has the columns image and patient."""
-    path = folder / INDEX_FILE
+    path = folder / INDEX_FILENAME
     if not path.is_file():
         return {}
     with path.open(newline="") as fh:
@@ -125,9 +120,9 @@ def read_png_folder(folder: str | Path) -> list[PngSlice]:
     """Every image of an images/ + masks/ folder with its mask (same file name)."""
     folder = Path(folder)
     if not is_png_folder(folder):
-        raise AnnotationError(f"{folder} needs images/ and masks/ subfolders")
-    images = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() == ".png")
-    missing = [p.name for p in images if not (folder / "masks" / p.name).is_file()]
+        raise AnnotationError(f"{folder} needs images/ and masks/ subfolders of PNG slices")
+    images = sorted(p for p in (folder / PNG_IMAGES).iterdir() if p.suffix.lower() == ".png")
+    missing = [p.name for p in images if not (folder / PNG_MASKS / p.name).is_file()]
     if missing:
         raise AnnotationError(
             f"{len(missing)} image(s) in {folder}/images have no mask of the same name in "
@@ -135,13 +130,13 @@ def read_png_folder(folder: str | Path) -> list[PngSlice]:
         )
     if not images:
         raise AnnotationError(f"no PNG images in {folder}/images")
-    kind = _mask_kind(folder, folder / "masks" / images[0].name)
+    kind = _mask_kind(folder, folder / PNG_MASKS / images[0].name)
     table = read_level_table(folder) if kind == "levels" else {}
     patients = _patients(folder)
     return [
         PngSlice(
             name=p.stem, patient=patients.get(p.name) or patient_from_name(p.stem),
-            image_path=p, mask_path=folder / "masks" / p.name, kind=kind, level_table=table,
+            image_path=p, mask_path=folder / PNG_MASKS / p.name, kind=kind, level_table=table,
         )  # fmt: skip
         for p in images
     ]

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# The quick run of every benchmark script takes ~20 s on the 2-core CPU: slow, still in CI.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,21 @@ def test_mask_head_shapes_names_and_sigmoid_range():
     assert {f"mrcnn_mask_conv{i}" for i in range(1, 5)} <= names
     assert {f"mrcnn_mask_bn{i}" for i in range(1, 5)} | {"mrcnn_mask_deconv", "mrcnn_mask"} <= names
     boxes = np.tile(np.array([0.2, 0.2, 0.5, 0.5], np.float32), (2, 5, 1))
-    out = keras.ops.convert_to_numpy(model([boxes, *[np.ones(m.shape, "float32") for m in maps]]))
+    rng = np.random.default_rng(0)
+    inputs = [boxes, *[rng.normal(size=m.shape).astype("float32") for m in maps]]
+    out = keras.ops.convert_to_numpy(model(inputs))
     assert out.shape == (2, 5, 28, 28, 3)
-    assert out.min() >= 0.0 and out.max() <= 1.0
+    # Each class channel is an independent sigmoid of the last 1x1 convolution: with a
+    # zero kernel every pixel of class k is sigmoid(bias_k) (a softmax would make them 1/3).
+    last = model.get_layer("mrcnn_mask")
+    kernel, bias = last.get_weights()
+    last.set_weights([np.zeros_like(kernel), np.array([-3.0, 0.0, 3.0], np.float32)])
+    flat = keras.ops.convert_to_numpy(model(inputs))
+    np.testing.assert_allclose(flat, np.broadcast_to(1 / (1 + np.exp([3.0, 0.0, -3.0])),
+                                                     flat.shape), rtol=1e-6)  # fmt: skip
+    # With its weights back the output is sigmoid(features @ kernel + bias), pixel by pixel.
+    last.set_weights([kernel, bias])
+    features = keras.Model(model.inputs, model.get_layer("mrcnn_mask_deconv").output)
+    f = keras.ops.convert_to_numpy(features(inputs))  # [B * N, 28, 28, conv_size]
+    expected = 1 / (1 + np.exp(-(f @ kernel[0, 0] + bias)))
+    np.testing.assert_allclose(out, expected.reshape(out.shape), rtol=1e-4, atol=1e-6)

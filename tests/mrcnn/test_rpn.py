@@ -7,7 +7,7 @@ import numpy as np
 from tiny import tiny_config
 
 from mrcnn import boxes
-from mrcnn.rpn import ProposalLayer, build_rpn_model, gather_padded, pyramid_anchors
+from mrcnn.rpn import ProposalLayer, build_rpn_model, gather_padded
 
 
 def test_rpn_model_names_and_output_shapes():
@@ -19,19 +19,33 @@ def test_rpn_model_names_and_output_shapes():
     assert tuple(bbox.shape) == (2, 60, 4)
 
 
-def test_pyramid_anchors_match_boxes_get_anchors():
-    config = tiny_config()
-    ours = pyramid_anchors((64, 64), config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
-                           config.BACKBONE_STRIDES, config.RPN_ANCHOR_STRIDE)
-    np.testing.assert_allclose(ours, boxes.get_anchors(config, (64, 64)), atol=1e-6)
-    assert ours.shape == ((16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1) * 3, 4)
-
-
-def _layer(count=5, threshold=0.7):
+def _layer(count=5, threshold=0.7, config=None, **kwargs):
+    config = config or tiny_config()
     return ProposalLayer(proposal_count=count, nms_threshold=threshold, pre_nms_limit=50,
                          rpn_bbox_std_dev=(0.1, 0.1, 0.2, 0.2), image_shape=(64, 64),
-                         anchor_scales=(8, 16, 32, 64, 128), anchor_ratios=(0.5, 1, 2),
-                         backbone_strides=(4, 8, 16, 32, 64), anchor_stride=1, batch_size=2)
+                         anchor_scales=config.RPN_ANCHOR_SCALES,
+                         anchor_ratios=config.RPN_ANCHOR_RATIOS,
+                         backbone_strides=config.BACKBONE_STRIDES,
+                         anchor_stride=config.RPN_ANCHOR_STRIDE, batch_size=2, **kwargs)
+
+
+def test_proposal_layer_anchors_are_get_anchors():
+    config = tiny_config()
+    anchors = _layer(config=config).anchors
+    np.testing.assert_array_equal(anchors, boxes.get_anchors(config, (64, 64)))
+    assert anchors.shape == ((16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1) * 3, 4)
+
+
+def test_proposal_layer_follows_a_custom_backbones_feature_shapes():
+    """A callable BACKBONE with COMPUTE_BACKBONE_SHAPE (valid padding: smaller maps than
+    image / stride): the layer's anchors follow the shapes the model builder passes."""
+    shapes = np.array([[15, 15], [7, 7], [3, 3], [1, 1], [1, 1]])
+    config = tiny_config().replace(BACKBONE=lambda *a, **k: None,
+                                   COMPUTE_BACKBONE_SHAPE=lambda image_shape: shapes)
+    layer = _layer(config=config, feature_shapes=boxes.compute_backbone_shapes(config, (64, 64)))
+    assert layer.anchors.shape == ((225 + 49 + 9 + 1 + 1) * 3, 4)
+    np.testing.assert_array_equal(layer.anchors, boxes.get_anchors(config, (64, 64)))
+    assert ProposalLayer.from_config(layer.get_config()).anchors.shape == layer.anchors.shape
 
 
 def test_proposals_are_top_scored_anchors_refined_clipped_and_zero_padded():

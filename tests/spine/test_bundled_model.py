@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spine.evaluate import main as evaluate_main
-from spine.evaluate import volume_metrics
+from spine.evaluation.metrics import volume_metrics
 from spine.phantom import make_phantom
 from spine.pipeline import DEFAULT_CONFIG, DEFAULT_WEIGHTS, load_segmenter
 from spine.volume import load_label_map, load_volume
@@ -28,6 +28,7 @@ def segmenter():
     return load_segmenter(DEFAULT_WEIGHTS, DEFAULT_CONFIG)
 
 
+@pytest.mark.slow  # ~18 s: the whole example scan through ResNet on the CPU
 def test_bundled_model_segments_the_example_scan(segmenter):
     volume = load_volume(EXAMPLE)
     truth = load_label_map(EXAMPLE_LABELS, like=volume)
@@ -39,6 +40,7 @@ def test_bundled_model_segments_the_example_scan(segmenter):
 
 
 # Seeds 1000.. are the held-out evaluation phantoms (training used seeds 0-39).
+@pytest.mark.slow  # ~18 s per phantom volume
 @pytest.mark.parametrize("seed", [1000, 1001, 1002])
 def test_bundled_model_segments_held_out_phantoms(segmenter, tmp_path, seed):
     make_phantom(seed, name="held_out").save(tmp_path)
@@ -49,6 +51,7 @@ def test_bundled_model_segments_held_out_phantoms(segmenter, tmp_path, seed):
     assert scores.mean_dice >= 0.90, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.922-0.947
 
 
+@pytest.mark.slow  # ~60 s: two real volumes, model and baseline
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real data not found at {REAL}")
 def test_spine_evaluate_runs_end_to_end_on_two_real_volumes(tmp_path, segmenter):
     split = tmp_path / "split.json"
@@ -83,7 +86,7 @@ def _png_slices(folder: Path, count: int):
 def test_bundled_model_finds_s1_and_names_clinical_t1_slices(segmenter):
     """12 held-out clinical T1 slices (L1-S1 labelled), each through segment_slice as the
     page runs it on an uploaded PNG."""
-    from spine.evaluate_png import score_slice
+    from spine.evaluation.metrics import score_slice
     from spine.volume import volume_from_image
 
     found = named = s1 = bodies = 0
@@ -106,7 +109,8 @@ def test_bundled_model_finds_s1_and_names_clinical_t1_slices(segmenter):
 @pytest.mark.skipif(not SPIDER.is_dir(), reason=f"spider_t2space not found at {SPIDER}")
 def test_bundled_model_finds_bodies_on_held_out_spider_t2_slices(segmenter):
     """10 slices of SPIDER patients not trained on (another contrast and other hospitals)."""
-    from spine.evaluate_png import ignore_zone, score_slice
+    from spine.evaluation.metrics import score_slice
+    from spine.evaluation.png import ignore_zone
     from spine.volume import volume_from_image
 
     found = bodies = false = 0

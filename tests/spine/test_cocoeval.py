@@ -1,4 +1,4 @@
-"""Slice AP of spine.evaluate (mrcnn.metrics, Matterport semantics) against pycocotools.
+"""Slice AP of spine.evaluation.metrics (mrcnn.metrics, Matterport semantics) against pycocotools.
 
 Same predictions, two implementations. Where they are defined alike they agree within 0.01:
 - per image, compute_ap (all-point envelope) vs COCOeval on that image alone (101 recall
@@ -29,7 +29,7 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from mrcnn.metrics import compute_ap, compute_ap_range  # noqa: E402
 from mrcnn.utils import extract_bboxes  # noqa: E402
-from spine.evaluate import AP_THRESHOLDS, SliceEvaluation  # noqa: E402
+from spine.evaluation.metrics import AP_THRESHOLDS, SliceEvaluation  # noqa: E402
 
 Image = tuple[np.ndarray, np.ndarray, np.ndarray]  # gt [H,W,G], pred [H,W,P], scores [P]
 

@@ -9,8 +9,9 @@ import pytest
 
 from spine.dataset import SpineDataset
 from spine.errors import AnnotationError
+from spine.folders import VolumePair
 from spine.phantom import make_phantom
-from spine.prepare import VolumePair, export_subject
+from spine.prepare import export_subject
 from spine.via import write_via
 from spine.volume import load_label_map, volume_from_nifti
 
@@ -44,11 +45,22 @@ def test_volume_slices_with_vertebrae_become_images(volume_pair):
     assert ds.image_reference(0) == f"{image} slice {first}"
 
 
-def test_volume_pairs_as_namedtuples_and_min_area(volume_pair):
-    image, labels, _ = volume_pair
-    ds = SpineDataset()
-    ds.load_volumes([VolumePair("p", image, labels)], min_area=10**6)
-    assert len(ds.image_info) == 0
+def test_min_area_drops_small_instances_and_the_slices_left_without_any(volume_pair):
+    image, labels, ph = volume_pair
+    lab = load_label_map(ph.labels, like=volume_from_nifti(ph.image))
+    min_area = 96  # between this phantom's body areas (76..101 px): some go, some stay
+    areas = [np.bincount(lab[s].ravel())[1:] for s in range(lab.shape[0])]
+    expected = {s: int((a >= min_area).sum()) for s, a in enumerate(areas) if (a >= min_area).any()}
+    assert 0 < len(expected) < lab.shape[0]  # the threshold drops whole slices, not all
+    assert sum(expected.values()) < sum(int((a > 0).sum()) for a in areas)
+    ds = SpineDataset(ignore_unlabelled=False)
+    assert ds.load_volumes([VolumePair("p", image, labels)], min_area=min_area) == len(expected)
+    ds.prepare()
+    kept = {info["slice"]: ds.load_mask(i)[0] for i, info in enumerate(ds.image_info)}
+    assert {s: m.shape[-1] for s, m in kept.items()} == expected
+    for s, masks in kept.items():  # the instances kept are exactly the large ones
+        assert sorted(masks.sum(axis=(0, 1)).tolist()) == sorted(
+            int(a) for a in areas[s] if a >= min_area)
 
 
 def test_via_folder_gives_the_same_masks_as_the_volume(volume_pair, tmp_path):

@@ -1,4 +1,5 @@
-"""spine.evaluate: volume metrics on hand-built label maps, slice AP, data discovery and the CLI.
+"""spine.evaluation.metrics and .run (volume metrics on hand-built label maps, slice AP, the
+model path) and the spine-evaluate CLI (spine.evaluate). Data discovery: test_folders.py.
 
 The metric tests use tiny label maps whose Dice values can be worked out by hand. The CLI
 tests run --baseline-only on two small phantoms (and on two real volumes when the shared data
@@ -15,17 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mrcnn.utils import extract_bboxes
 from spine import evaluate, pipeline
-from spine.evaluate import (
-    Case,
+from spine.evaluation.metrics import (
     SliceEvaluation,
     envelope_ap,
-    find_cases,
-    instance_masks,
-    parse_level_range,
+    evaluate_slices,
+    slice_detections_from_labels,
     volume_metrics,
 )
+from spine.evaluation.run import evaluate_case
+from spine.folders import find_pairs
 from spine.phantom import make_phantom
+from spine.volume import label_instances
 
 REAL_DATA = Path(__file__).parents[2].parent / "shared" / "data" / "real"
 
@@ -113,14 +116,6 @@ def _square(y: int, x: int, size: int = 10, shape=(40, 40)) -> np.ndarray:
     return mask
 
 
-def test_instance_masks_split_a_label_slice():
-    labels = np.zeros((5, 5), np.int32)
-    labels[0, 0], labels[4, 4] = 3, 8
-    masks, ids = instance_masks(labels)
-    assert masks.shape == (5, 5, 2) and masks.sum() == 2
-    np.testing.assert_array_equal(ids, [3, 8])
-
-
 def test_envelope_ap_is_the_area_under_the_precision_envelope():
     # Detections TP, FP, TP on 3 GT: precisions 1, 1/2, 2/3 at recalls 1/3, 1/3, 2/3.
     ap = envelope_ap(np.array([1, 0.5, 2 / 3]), np.array([1 / 3, 1 / 3, 2 / 3]))
@@ -157,7 +152,7 @@ def test_slice_without_predictions_has_zero_ap():
 def test_evaluate_slices_skips_slices_without_bodies():
     gt = np.zeros((3, 40, 40), np.int32)
     gt[1][_square(0, 0)] = 1
-    ev = evaluate.evaluate_slices(gt, evaluate.slice_detections_from_labels(gt))
+    ev = evaluate_slices(gt, slice_detections_from_labels(gt))
     assert ev.summary()["slices"] == 1 and ev.summary()["mAP50"] == 1.0
 
 
@@ -166,66 +161,8 @@ def test_label_map_detections_are_scored_by_extent():
     labels[0, :4, :4] = 1  # a full square: extent 1
     labels[0, 10:14, 10:14] = 2
     labels[0, 10:12, 12:14] = 0  # an L shape: 12 of its 16 box pixels
-    (masks, scores), = evaluate.slice_detections_from_labels(labels)
+    (masks, scores), = slice_detections_from_labels(labels)
     np.testing.assert_allclose(scores, [1.0, 0.75])
-
-
-# ----------------------------------------------------------------------------- data
-def _touch_pair(folder: Path, name: str) -> None:
-    (folder / f"{name}.nii.gz").write_bytes(b"")
-    (folder / f"{name}_vertebrae.nii.gz").write_bytes(b"")
-
-
-def test_find_cases_pairs_scans_with_label_maps(tmp_path):
-    _touch_pair(tmp_path, "chu2015_02")
-    _touch_pair(tmp_path, "myosegmentum_11")
-    (tmp_path / "lonely.nii.gz").write_bytes(b"")
-    cases = find_cases(tmp_path)
-    assert [c.name for c in cases] == ["chu2015_02", "myosegmentum_11"]
-    assert [c.source for c in cases] == ["chu2015", "myosegmentum"]
-
-
-def test_find_cases_keeps_the_subset_of_a_split(tmp_path):
-    for name in ("a_01", "a_02", "b_01"):
-        _touch_pair(tmp_path, name)
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": ["a_01"], "val": ["a_02", "b_01"]}))
-    assert [c.name for c in find_cases(tmp_path, split, "val")] == ["a_02", "b_01"]
-    assert [c.name for c in find_cases(tmp_path, split, "train")] == ["a_01"]
-
-
-@pytest.mark.parametrize(
-    "setup, match",
-    [
-        (lambda d: d / "missing", "not found"),
-        (lambda d: d, "No NAME.nii.gz"),
-    ],
-)
-def test_find_cases_user_errors(tmp_path, setup, match):
-    with pytest.raises(evaluate.SpineInputError, match=match):
-        find_cases(setup(tmp_path))
-
-
-def test_find_cases_rejects_an_unknown_subset(tmp_path):
-    _touch_pair(tmp_path, "a_01")
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": ["a_01"]}))
-    with pytest.raises(evaluate.SpineInputError, match="no subset 'test'"):
-        find_cases(tmp_path, split, "test")
-
-
-def test_level_ranges_expand_across_regions():
-    assert parse_level_range("T11-L5 (per source: lower seven bodies)") == [
-        "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
-    assert parse_level_range("L1-L5") == ["L1", "L2", "L3", "L4", "L5"]
-    assert parse_level_range("unknown") is None
-
-
-def test_case_levels_come_from_the_index_csv(tmp_path):
-    (tmp_path / "index.csv").write_text(
-        "image,vertebrae,levels_top_to_bottom\nx_01.nii.gz,x_01_vertebrae.nii.gz,L1-L5\n")
-    case = Case("x_01", tmp_path / "x_01.nii.gz", tmp_path / "x_01_vertebrae.nii.gz")
-    assert evaluate.case_levels(case) == ["L1", "L2", "L3", "L4", "L5"]
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -264,7 +201,7 @@ def test_cli_baseline_only_writes_metrics_tables_and_report(phantom_dir, tmp_pat
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data", "/nonexistent/folder", "--baseline-only"], "Data folder not found"),
+        (["--data", "/nonexistent/folder", "--baseline-only"], "data folder not found"),
         (["--weights", "/nonexistent/w.weights.h5"], "weights not found"),
     ],
 )
@@ -278,9 +215,10 @@ def test_cli_user_errors_exit_2_without_traceback(phantom_dir, tmp_path, capsys,
 def test_cli_without_pairs_exits_2(tmp_path, capsys):
     assert evaluate.main(["--data", str(tmp_path), "--baseline-only", "--out",
                           str(tmp_path / "o")]) == 2
-    assert "No NAME.nii.gz" in capsys.readouterr().err
+    assert "No scan/label-map pairs" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~25 s: the baseline on two full-size real volumes
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data folder {REAL_DATA} not present")
 def test_cli_baseline_only_on_two_real_volumes(tmp_path):
     split = tmp_path / "split.json"
@@ -310,8 +248,8 @@ class OracleModel:
         out = []
         for image in images:
             labels = self.labels[self.lookup[np.ascontiguousarray(image[..., 0]).tobytes()]]
-            masks, ids = instance_masks(labels)
-            out.append({"rois": pipeline.boxes_from_masks(masks),
+            masks, ids = label_instances(labels)
+            out.append({"rois": extract_bboxes(masks),
                         "class_ids": np.ones(len(ids), np.int32),
                         "scores": np.linspace(0.99, self.lowest_score, len(ids)).astype(
                             np.float32),
@@ -322,10 +260,10 @@ class OracleModel:
 def test_an_oracle_model_scores_perfectly(phantom_dir):
     from spine.volume import load_label_map, load_volume
 
-    case = find_cases(phantom_dir)[0]
+    case = find_pairs(phantom_dir)[0]
     volume = load_volume(case.image)
     model = OracleModel(volume, load_label_map(case.labels, like=volume))
-    result = evaluate.evaluate_case(case, pipeline.Segmenter(model, config=None), baseline=False)
+    result = evaluate_case(case, pipeline.Segmenter(model, config=None), baseline=False)
     m = result.methods["model"]
     assert m.scores.mean_dice == 1.0 and m.scores.recall == 1.0 and m.scores.false_bodies == 0
     assert m.slices.summary()["mAP50"] == 1.0 and m.slices.summary()["mAP50_95"] == 1.0
@@ -334,11 +272,11 @@ def test_an_oracle_model_scores_perfectly(phantom_dir):
 def test_label_maps_use_the_operating_point_while_ap_ranks_every_detection(phantom_dir):
     from spine.volume import load_label_map, load_volume
 
-    case = find_cases(phantom_dir)[0]
+    case = find_pairs(phantom_dir)[0]
     volume = load_volume(case.image)
     model = OracleModel(volume, load_label_map(case.labels, like=volume), lowest_score=0.3)
     segmenter = pipeline.Segmenter(model, config=None)
-    result = evaluate.evaluate_case(case, segmenter, baseline=False, min_score=0.5)
+    result = evaluate_case(case, segmenter, baseline=False, min_score=0.5)
     m = result.methods["model"]
     # The lowest body scores 0.3 on every slice: below the operating point it is missing
     # from the label map, but ranked last it is still a true detection for AP.
@@ -357,7 +295,7 @@ def test_cli_end_to_end_with_a_random_init_model(phantom_dir, tmp_path):
                     IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64, RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128),
                     TOP_DOWN_PYRAMID_SIZE=32, FPN_CLASSIF_FC_LAYERS_SIZE=64,
                     MASK_HEAD_CONV_SIZE=32, POST_NMS_ROIS_INFERENCE=50,
-                    DETECTION_MAX_INSTANCES=10, GPU_COUNT=1, IMAGES_PER_GPU=1)
+                    DETECTION_MAX_INSTANCES=10, IMAGES_PER_GPU=1)
     model = MaskRCNN(mode="inference", config=config, model_dir=str(tmp_path))
     weights, config_path = tmp_path / "tiny.weights.h5", tmp_path / "tiny.toml"
     model.save_weights(str(weights))
@@ -376,8 +314,6 @@ def test_cli_end_to_end_with_a_random_init_model(phantom_dir, tmp_path):
 
 
 def test_false_bodies_outside_the_labelled_range_are_counted_apart():
-    from spine.evaluate import volume_metrics
-
     gt = np.zeros((1, 60, 20), np.int32)
     gt[0, 20:30, 5:15] = 1  # one labelled body in rows 20-29
     pred = np.zeros_like(gt)

@@ -1,4 +1,5 @@
-"""spine.evaluate_png: slice scores (found, named, false) and spine-evaluate on a PNG folder."""
+"""spine.evaluation.png and metrics.score_slice: slice scores (found, named, false), and
+spine-evaluate on a PNG folder."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from spine.evaluate_png import score_slice
+from spine.evaluation.metrics import score_slice
 
 
 def _labels(boxes, shape=(60, 40)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spine.levels import level_names, name_instances, order_top_to_bottom
+from spine.levels import SPINE_LEVELS, level_names, level_rank, order_top_to_bottom
 
 
 def test_level_names_end_at_lowest():
@@ -33,7 +33,12 @@ def test_order_top_to_bottom_masks_and_boxes():
     assert order_top_to_bottom(masks).tolist() == [1, 2, 0]
     boxes = np.array([[20, 0, 25, 5], [2, 0, 6, 5], [10, 0, 14, 5]])
     assert order_top_to_bottom(boxes).tolist() == [1, 2, 0]
-    assert name_instances(masks) == ["L5", "L3", "L4"]
+
+
+def test_level_rank_runs_top_to_bottom_with_unknown_names_last():
+    assert level_rank("C1") == 0
+    assert level_rank("T12") < level_rank("L1") < level_rank("L5") < level_rank("S1")
+    assert level_rank("X3") == level_rank("") == len(SPINE_LEVELS) == 33
 
 
 def test_empty_masks_go_last():

@@ -1,4 +1,4 @@
-"""spine.prepare: pairs, subject split, slice PNG + VIA export."""
+"""spine.prepare: slice PNG + VIA export per subject split, split.json (pairs: test_folders.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 from spine.dataset import SpineDataset
 from spine.errors import SpineInputError
+from spine.folders import find_pairs, source_of, split_subjects
 from spine.phantom import make_phantom
-from spine.prepare import find_pairs, main, prepare, source_of, split_subjects
+from spine.prepare import main, prepare
 
 
 @pytest.fixture(scope="module")
@@ -22,49 +23,6 @@ def cohort(tmp_path_factory):
         name = f"{'alpha' if i < 4 else 'beta'}_{i:02d}"
         make_phantom(i, size=48, num_slices=5, name=name).save(folder)
     return folder
-
-
-def test_find_pairs_uses_the_vertebrae_suffix(cohort):
-    pairs = find_pairs(cohort)
-    assert [p.subject for p in pairs] == [f"alpha_{i:02d}" for i in range(4)] + [
-        "beta_04",
-        "beta_05",
-    ]
-    assert all(p.labels.name == f"{p.subject}_vertebrae.nii.gz" for p in pairs)
-
-
-def test_find_pairs_accepts_images_and_masks_folders(tmp_path):
-    ph = make_phantom(1, size=32, num_slices=3)
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    from spine.volume import save_nifti
-
-    save_nifti(ph.image, tmp_path / "images" / "Case7.nii.gz")
-    save_nifti(ph.labels, tmp_path / "masks" / "mask_case7.nii.gz")
-    pairs = find_pairs(tmp_path)
-    assert [(p.subject, p.labels.name) for p in pairs] == [("Case7", "mask_case7.nii.gz")]
-
-
-def test_find_pairs_on_an_empty_folder_explains(tmp_path):
-    with pytest.raises(SpineInputError, match="_vertebrae"):
-        find_pairs(tmp_path)
-
-
-def test_source_is_the_prefix_before_the_number():
-    assert source_of("chu2015_04") == "chu2015"
-    assert source_of("myosegmentum_31") == "myosegmentum"
-    assert source_of("phantom_007") == "phantom"
-
-
-def test_split_is_by_subject_stratified_and_reproducible():
-    subjects = [f"a_{i:02d}" for i in range(17)] + [f"b_{i:02d}" for i in range(44)]
-    one = split_subjects(subjects, 0.25, seed=0)
-    assert split_subjects(subjects, 0.25, seed=0) == one
-    assert split_subjects(subjects, 0.25, seed=1) != one
-    assert not set(one["train"]) & set(one["val"])
-    assert sorted(one["train"] + one["val"]) == sorted(subjects)
-    assert sum(s.startswith("a_") for s in one["val"]) == 4  # round(17 / 4)
-    assert sum(s.startswith("b_") for s in one["val"]) == 11
 
 
 def test_prepare_writes_split_pngs_and_via(cohort, tmp_path):
@@ -131,16 +89,32 @@ def test_neighbour_channels_write_the_adjacent_slices_in_red_and_blue(cohort, tm
 
 
 def test_training_refuses_images_of_the_other_input_kind(cohort, tmp_path):
-    from spine.train import check_prepared_channels
+    from spine.model_input import ModelInput
+    from spine.train import check_prepared_input
 
+    grey_input, rgb_input = ModelInput(), ModelInput(neighbour_channels=True)
     prepare(cohort, tmp_path / "grey", progress=False)
-    prepare(cohort, tmp_path / "rgb", progress=False, neighbour_channels=True)
+    summary = prepare(cohort, tmp_path / "rgb", progress=False, neighbour_channels=True)
+    assert summary["input"] == {"neighbour_channels": True, "window_percentiles": [0.5, 99.5]}
     with pytest.raises(SpineInputError, match="--neighbour-channels"):
-        check_prepared_channels(tmp_path / "grey", neighbour_channels=True)
+        check_prepared_input(tmp_path / "grey", rgb_input)
     with pytest.raises(SpineInputError, match="without --neighbour-channels"):
-        check_prepared_channels(tmp_path / "rgb", neighbour_channels=False)
-    check_prepared_channels(tmp_path / "rgb", neighbour_channels=True)  # matching: accepted
-    check_prepared_channels(tmp_path / "grey", neighbour_channels=False)
+        check_prepared_input(tmp_path / "rgb", grey_input)
+    check_prepared_input(tmp_path / "rgb", rgb_input)  # matching: accepted
+    check_prepared_input(tmp_path / "grey", grey_input)
+    # The same channels but another intensity window is another input too.
+    with pytest.raises(SpineInputError, match=r"window percentiles \[1.0, 99.0\] vs \[0.5"):
+        check_prepared_input(tmp_path / "grey", ModelInput(percentiles=(1.0, 99.0)))
+
+
+def test_a_split_json_from_before_the_input_was_recorded_reads_as_its_channels(tmp_path):
+    from spine.model_input import ModelInput
+    from spine.train import check_prepared_input
+
+    (tmp_path / "split.json").write_text(json.dumps({"neighbour_channels": True}))
+    check_prepared_input(tmp_path, ModelInput(neighbour_channels=True))
+    with pytest.raises(SpineInputError, match="without --neighbour-channels"):
+        check_prepared_input(tmp_path, ModelInput())
 
 
 REAL = Path(__file__).parents[2].parent / "shared" / "data" / "real"

@@ -1,4 +1,4 @@
-"""spine.report: tables, plots and REPORT.md written atomically from evaluation results."""
+"""spine.evaluation.report: tables, plots and REPORT.md written atomically from results."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spine import report
-from spine.evaluate import (
-    Case,
-    CaseResult,
-    MethodResult,
-    evaluate_slices,
-    slice_detections_from_labels,
-    summarize,
-    volume_metrics,
-)
+from spine.evaluation import report
+from spine.evaluation.metrics import evaluate_slices, slice_detections_from_labels, volume_metrics
+from spine.evaluation.run import CaseResult, MethodResult, summarize
+from spine.folders import VolumePair
 
 
 def _result(name: str, shift: int) -> CaseResult:
@@ -28,7 +22,7 @@ def _result(name: str, shift: int) -> CaseResult:
     gt[:, 4:14, 8:22], gt[:, 20:30, 8:22] = 1, 2
     model = np.roll(gt, shift, axis=1)
     base = np.where(gt == 1, 1, 0)
-    case = Case(name, Path(f"{name}.nii.gz"), Path(f"{name}_vertebrae.nii.gz"))
+    case = VolumePair(name, Path(f"{name}.nii.gz"), Path(f"{name}_vertebrae.nii.gz"))
     out = CaseResult(case, gt, np.random.default_rng(0).random(gt.shape, np.float32),
                      (4.0, 1.0, 1.0), ["L4", "L5"])
     for method, labels in (("model", model), ("baseline", base)):
@@ -81,13 +75,3 @@ def test_report_cites_the_real_data_sources(results, tmp_path):
 def test_overlay_panel_shows_image_truth_and_each_method(results):
     panel = report.overlay_panel(results[0])
     assert panel.dtype == np.uint8 and panel.shape == (40, 30 * 4, 3)
-
-
-def test_write_atomic_leaves_no_temp_file_on_error(tmp_path):
-    class Boom(str):
-        def encode(self, *args, **kwargs):
-            raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        report.write_atomic(tmp_path / "a.txt", Boom("x"))
-    assert list(tmp_path.iterdir()) == []

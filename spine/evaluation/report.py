@@ -1,7 +1,8 @@
 """The outputs of spine-evaluate: tables (CSV, JSON), plots (PNG) and REPORT.md.
 
-Everything here reads the results computed by spine.evaluate and writes files atomically
-(temp file in the same folder + rename), so a reader never sees a half-written report.
+Everything here reads the results computed by spine.evaluation.run (volumes) and
+spine.evaluation.png (PNG folders) and writes files atomically (mrcnn.atomic), so a reader
+never sees a half-written report.
 Figures are drawn with matplotlib's Agg canvas (never shown); overlays with
 mrcnn.visualize.draw_overlay.
 """
@@ -11,16 +12,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mrcnn.atomic import write_bytes_atomic
+from spine.evaluation.metrics import SliceEvaluation
+from spine.volume import label_instances
+
 if TYPE_CHECKING:
-    from spine.evaluate import CaseResult
+    from spine.evaluation.png import FolderEvaluation
+    from spine.evaluation.run import CaseResult
 
 METHOD_COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e"}
 CITATIONS = {
@@ -34,21 +39,6 @@ CITATIONS = {
 
 
 # ----------------------------------------------------------------------------- files
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write text or bytes to path via a temp file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def figure_png(fig: Any) -> bytes:
     """A matplotlib Figure (Agg canvas, never shown) as PNG bytes."""
     buf = io.BytesIO()
@@ -91,7 +81,7 @@ def per_volume_rows(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
             s = m.slices.summary()
             rows.append(
                 {
-                    "name": r.case.name,
+                    "name": r.case.subject,
                     "source": r.case.source,
                     "method": method,
                     "gt_bodies": int(m.scores.gt_ids.size),
@@ -120,7 +110,7 @@ def per_body_rows(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
             ):
                 rows.append(
                     {
-                        "name": r.case.name,
+                        "name": r.case.subject,
                         "source": r.case.source,
                         "method": method,
                         "gt_label": int(gid),
@@ -157,14 +147,14 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write metrics.json, per_volume.csv, per_body.csv, the plots and REPORT.md into out_dir.
 
-    summary: spine.evaluate.summarize(results). Every file is written atomically.
+    summary: spine.evaluation.run.summarize(results). Every file is written atomically.
     Returns the summary.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "per_volume.csv", csv_text(per_volume_rows(results), VOLUME_COLUMNS))
-    write_atomic(out / "per_body.csv", csv_text(per_body_rows(results), BODY_COLUMNS))
-    write_atomic(out / "metrics.json", json.dumps(_json_safe(summary), indent=2) + "\n")
+    write_bytes_atomic(out / "per_volume.csv", csv_text(per_volume_rows(results), VOLUME_COLUMNS))
+    write_bytes_atomic(out / "per_body.csv", csv_text(per_body_rows(results), BODY_COLUMNS))
+    write_bytes_atomic(out / "metrics.json", json.dumps(_json_safe(summary), indent=2) + "\n")
     write_report(results, summary, out)
     return summary
 
@@ -173,7 +163,6 @@ def write_outputs(
 def plot_pr_curves(results: Sequence[CaseResult], summary: dict[str, Any]) -> Any:
     """Pooled precision-recall curves at mask IoU 0.5, one line per method -> Figure."""
     from mrcnn.visualize import plot_precision_recall
-    from spine.evaluate import SliceEvaluation
 
     fig = None
     for method, stats in summary["methods"].items():
@@ -236,7 +225,7 @@ def _grouped_boxplot(groups: dict[str, dict[str, list[float]]], xlabel: str, tit
 def plot_dice_per_body(results: Sequence[CaseResult]) -> Any:
     """Dice of every ground-truth body, grouped by level (or by label where levels are
     unknown), one box per method -> Figure."""
-    from spine.levels import SPINE_LEVELS
+    from spine.levels import level_rank
 
     groups: dict[str, dict[str, list[float]]] = {}
     for r in results:
@@ -244,8 +233,7 @@ def plot_dice_per_body(results: Sequence[CaseResult]) -> Any:
             names = m.scores.levels or [f"#{g}" for g in m.scores.gt_ids]
             for name, d in zip(names, m.scores.dice, strict=True):
                 groups.setdefault(name, {}).setdefault(method, []).append(float(d))
-    rank = {n: i for i, n in enumerate(SPINE_LEVELS)}
-    order = sorted(groups, key=lambda n: (rank.get(n, len(rank)), len(n), n))
+    order = sorted(groups, key=lambda n: (level_rank(n), len(n), n))
     return _grouped_boxplot(
         {k: groups[k] for k in order}, "body (level, top to bottom)", "Dice per vertebral body"
     )
@@ -268,7 +256,6 @@ def overlay_panel(result: CaseResult) -> np.ndarray:
     Returns uint8 RGB [H, W * (2 + methods), 3].
     """
     from mrcnn.visualize import draw_overlay, random_colors
-    from spine.evaluate import instance_masks
     from spine.volume import window_percentile
 
     s = int(np.argmax((result.gt > 0).sum(axis=(1, 2))))
@@ -278,7 +265,7 @@ def overlay_panel(result: CaseResult) -> np.ndarray:
     palette = random_colors(max(int(m[s].max()) for m in maps) + 1)  # one colour per label
     panels = [rgb]
     for labels in maps:
-        masks, ids = instance_masks(labels[s])
+        masks, ids = label_instances(labels[s])
         panels.append(
             draw_overlay(
                 rgb,
@@ -416,22 +403,75 @@ def write_report(results: Sequence[CaseResult], summary: dict[str, Any], out: Pa
     """Draw the plots and overlays into out/ and write out/REPORT.md (all atomically)."""
     images: dict[str, str] = {}
     if not results or not summary["methods"]:
-        return write_atomic(out / "REPORT.md", report_markdown(results, summary, images))
-    write_atomic(out / "pr_curve.png", figure_png(plot_pr_curves(results, summary)))
+        return write_bytes_atomic(out / "REPORT.md", report_markdown(results, summary, images))
+    write_bytes_atomic(out / "pr_curve.png", figure_png(plot_pr_curves(results, summary)))
     images["pr"] = "pr_curve.png"
-    write_atomic(out / "dice_per_body.png", figure_png(plot_dice_per_body(results)))
+    write_bytes_atomic(out / "dice_per_body.png", figure_png(plot_dice_per_body(results)))
     images["per_body"] = "dice_per_body.png"
-    write_atomic(out / "dice_per_source.png", figure_png(plot_dice_per_source(results)))
+    write_bytes_atomic(out / "dice_per_source.png", figure_png(plot_dice_per_source(results)))
     images["per_source"] = "dice_per_source.png"
     primary = next(iter(summary["methods"]))
     ranked = _ranked(results, primary)
     picks = [("best", ranked[0])] + ([("worst", ranked[-1])] if len(ranked) > 1 else [])
     for tag, r in picks:
-        fname = f"{tag}_{r.case.name}.png"
-        write_atomic(out / fname, image_png(overlay_panel(r)))
+        fname = f"{tag}_{r.case.subject}.png"
+        write_bytes_atomic(out / fname, image_png(overlay_panel(r)))
         images[tag] = fname
         images[f"{tag}:title"] = (
-            f"{tag.capitalize()} volume ({primary}): {r.case.name}, "
+            f"{tag.capitalize()} volume ({primary}): {r.case.subject}, "
             f"mean Dice {_fmt(r.methods[primary].scores.mean_dice)}"
         )
-    return write_atomic(out / "REPORT.md", report_markdown(results, summary, images))
+    return write_bytes_atomic(out / "REPORT.md", report_markdown(results, summary, images))
+
+
+# ----------------------------------------------------------------------------- PNG folders
+def write_png_outputs(
+    results: dict[str, FolderEvaluation], info: dict[str, Any], out_dir: Path
+) -> dict[str, Any]:
+    """metrics.json (summary per method), per_slice.json and REPORT.md in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {**info, "methods": {m: r.summary() for m, r in results.items()}}
+    write_bytes_atomic(out_dir / "metrics.json", json.dumps(summary, indent=1))
+    rows = {m: [asdict(s) for s in r.slices] for m, r in results.items()}
+    write_bytes_atomic(out_dir / "per_slice.json", json.dumps(rows))
+    write_bytes_atomic(out_dir / "REPORT.md", png_report(summary))
+    return summary
+
+
+def png_report(summary: dict[str, Any]) -> str:
+    """A Markdown table of the summary, methods side by side."""
+    methods = list(summary["methods"])
+    keys = [
+        ("slices", "slices", "{:.0f}"), ("bodies", "labelled bodies", "{:.0f}"),
+        ("body_dice", "body Dice", "{:.3f}"), ("recall", "found (recall)", "{:.3f}"),
+        ("named_right", "named right (of all bodies)", "{:.3f}"),
+        ("slices_fully_right", "slices fully right", "{:.3f}"),
+        ("s1_found", "S1 found", "{:.3f}"), ("t12_l5_found", "T12-L5 found", "{:.3f}"),
+        ("t12_l5_named_of_found", "T12-L5 named right, of found", "{:.3f}"),
+        ("false_per_slice", "false bodies per slice", "{:.2f}"),
+        ("seconds_per_slice", "seconds per slice", "{:.2f}"),
+    ]  # fmt: skip
+    lines = [
+        f"# {summary.get('data')} ({summary.get('subset')}, {summary.get('kind')})",
+        "",
+        f"Weights: {summary.get('weights')}; "
+        f"operating point {summary.get('operating_confidence')}.",
+        "",
+        "| figure | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for key, label, fmt in keys:
+        cells = []
+        for m in methods:
+            value = summary["methods"][m].get(key)
+            cells.append("n/a" if value is None else fmt.format(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Per level (model): bodies, Dice, found, named right", ""]
+    if "model" in summary["methods"]:
+        lines += ["| level | bodies | Dice | found | named |", "|---|---|---|---|---|"]
+        for level, row in summary["methods"]["model"]["per_level"].items():
+            lines.append(
+                f"| {level} | {row['bodies']} | {row['dice']:.3f} | {row['found']:.3f} | "
+                f"{row['named']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"

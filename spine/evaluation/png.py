@@ -4,7 +4,8 @@ Each image becomes a one-slice Volume (spine.volume.volume_from_image) and goes 
 Segmenter.segment_slice, exactly as a PNG or one-slice scan goes through the page, so the
 names and confidences scored are the ones a user sees. The classical baseline runs beside it.
 
-Per ground-truth body (spine.png_folder gives bodies and their levels):
+Per ground-truth body (spine.png_folder gives bodies and their levels), with
+spine.evaluation.metrics.score_slice:
 - Dice with the predicted body that overlaps it most; found when Dice > 0.5 (level folders)
   or, for SPIDER-style semantic masks whose "bodies" are cut from whole-vertebra labels,
   when a prediction lies >= 50 % inside it (the issue's criterion);
@@ -15,18 +16,16 @@ Per slice: fully right (every labelled body found and named right), false bodies
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spine.evaluate import DICE_FOUND
-
-INSIDE_FOUND = 0.5  # SPIDER: a prediction at least this much inside a body finds it
+from spine.evaluation.metrics import score_slice
+from spine.levels import level_rank
 
 
 @dataclass
@@ -64,7 +63,7 @@ class FolderEvaluation:
         s1 = [f for lv, _, f, _ in bodies if lv == "S1"]
         lumbar = [(f, nm) for lv, _, f, nm in bodies if lv in THORACOLUMBAR]
         per_level: dict[str, dict[str, float]] = {}
-        for level in sorted({b[0] for b in bodies}, key=_level_rank):
+        for level in sorted({b[0] for b in bodies}, key=level_rank):
             rows = [b for b in bodies if b[0] == level]
             per_level[level] = {
                 "bodies": len(rows),
@@ -96,63 +95,13 @@ class FolderEvaluation:
 THORACOLUMBAR = ("T12", "L1", "L2", "L3", "L4", "L5")
 
 
-def _level_rank(name: str) -> int:
-    from spine.levels import SPINE_LEVELS
-
-    return SPINE_LEVELS.index(name) if name in SPINE_LEVELS else len(SPINE_LEVELS)
-
-
-def score_slice(
-    gt_labels: np.ndarray,
-    gt_levels: Sequence[str],
-    pred_masks: np.ndarray,
-    pred_levels: Sequence[str],
-    semantic: bool,
-    ignore: np.ndarray | None = None,
-) -> tuple[list[float], list[bool], list[bool], int]:
-    """(dice, found, named per ground-truth body, false predictions) on one slice.
-
-    gt_labels int [H, W] (body k = label k, top to bottom); pred_masks bool [H, W, P].
-    semantic: found = a prediction >= 50 % inside the body (else Dice > 0.5). ignore: bool
-    [H, W] where vertebrae are unlabelled; predictions centred there are not false.
-    """
-    gt_ids = np.arange(1, len(gt_levels) + 1)
-    gt = gt_labels[..., None] == gt_ids[None, None, :]  # [H, W, G]
-    g, p = gt.shape[-1], pred_masks.shape[-1]
-    inter = np.einsum("hwg,hwp->gp", gt.astype(np.float32), pred_masks.astype(np.float32))
-    gt_area = gt.sum(axis=(0, 1)).astype(np.float64)  # [G]
-    pred_area = np.maximum(pred_masks.sum(axis=(0, 1)).astype(np.float64), 1.0)  # [P]
-    dice_pairs = 2.0 * inter / np.maximum(gt_area[:, None] + pred_area[None, :], 1.0)
-    inside = inter / pred_area[None, :]  # [G, P] fraction of each prediction inside each body
-    dice, found, named = [], [], []
-    for k in range(g):
-        if p == 0:
-            dice.append(0.0)
-            found.append(False)
-            named.append(False)
-            continue
-        best = int(np.argmax(inside[k] if semantic else dice_pairs[k]))
-        hit = inside[k, best] >= INSIDE_FOUND if semantic else dice_pairs[k, best] > DICE_FOUND
-        dice.append(float(dice_pairs[k].max()))
-        found.append(bool(hit))
-        named.append(bool(hit and pred_levels[best] == gt_levels[k]))
-    matched = (inside >= INSIDE_FOUND).any(axis=0) if semantic else (dice_pairs > DICE_FOUND).any(0)
-    false = 0
-    for j in np.flatnonzero(~matched) if g else range(p):
-        ys, xs = np.nonzero(pred_masks[..., j])
-        if ys.size and ignore is not None and ignore[int(ys.mean()), int(xs.mean())]:
-            continue
-        false += 1
-    return dice, found, named, false
-
-
 def ignore_zone(bodies: Any) -> np.ndarray:
     """bool [H, W]: the unlabelled ranges above/below the labelled bodies (training's ignore
     regions, spine.dataset.unlabelled_regions), where a prediction is not counted false."""
     from spine.dataset import unlabelled_regions
     from spine.volume import label_instances
 
-    masks = label_instances(bodies.labels)
+    masks, _ = label_instances(bodies.labels)
     if masks.shape[-1] == 0:
         return np.zeros(bodies.labels.shape, bool)
     regions = unlabelled_regions(masks, bodies.unlabelled_above, bodies.unlabelled_below)
@@ -195,7 +144,7 @@ def evaluate_png_folder(
                 result = segmenter.segment_slice(volume, 0, min_score=min_score)
             else:
                 labels = segment_volume_baseline(volume)[0]
-                masks = label_instances(labels)
+                masks, _ = label_instances(labels)
                 result = build_slice_result(0, masks, np.ones(masks.shape[-1]), (1.0, 1.0))
             seconds = time.perf_counter() - start
             dice, found, named, false = score_slice(
@@ -210,59 +159,3 @@ def evaluate_png_folder(
                 )  # fmt: skip
             )
     return results
-
-
-def write_png_outputs(
-    results: dict[str, FolderEvaluation], info: dict[str, Any], out_dir: Path
-) -> dict[str, Any]:
-    """metrics.json (summary per method), per_slice.json and REPORT.md in out_dir."""
-    from spine.volume import atomic_write
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {**info, "methods": {m: r.summary() for m, r in results.items()}}
-    text = json.dumps(summary, indent=1)
-    atomic_write(out_dir / "metrics.json", lambda t: t.write_text(text))
-    rows = {m: [asdict(s) for s in r.slices] for m, r in results.items()}
-    atomic_write(out_dir / "per_slice.json", lambda t: t.write_text(json.dumps(rows)))
-    report = png_report(summary)
-    atomic_write(out_dir / "REPORT.md", lambda t: t.write_text(report))
-    return summary
-
-
-def png_report(summary: dict[str, Any]) -> str:
-    """A Markdown table of the summary, methods side by side."""
-    methods = list(summary["methods"])
-    keys = [
-        ("slices", "slices", "{:.0f}"), ("bodies", "labelled bodies", "{:.0f}"),
-        ("body_dice", "body Dice", "{:.3f}"), ("recall", "found (recall)", "{:.3f}"),
-        ("named_right", "named right (of all bodies)", "{:.3f}"),
-        ("slices_fully_right", "slices fully right", "{:.3f}"),
-        ("s1_found", "S1 found", "{:.3f}"), ("t12_l5_found", "T12-L5 found", "{:.3f}"),
-        ("t12_l5_named_of_found", "T12-L5 named right, of found", "{:.3f}"),
-        ("false_per_slice", "false bodies per slice", "{:.2f}"),
-        ("seconds_per_slice", "seconds per slice", "{:.2f}"),
-    ]  # fmt: skip
-    lines = [
-        f"# {summary.get('data')} ({summary.get('subset')}, {summary.get('kind')})",
-        "",
-        f"Weights: {summary.get('weights')}; "
-        f"operating point {summary.get('operating_confidence')}.",
-        "",
-        "| figure | " + " | ".join(methods) + " |",
-        "|---|" + "---|" * len(methods),
-    ]
-    for key, label, fmt in keys:
-        cells = []
-        for m in methods:
-            value = summary["methods"][m].get(key)
-            cells.append("n/a" if value is None else fmt.format(value))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Per level (model): bodies, Dice, found, named right", ""]
-    if "model" in summary["methods"]:
-        lines += ["| level | bodies | Dice | found | named |", "|---|---|---|---|---|"]
-        for level, row in summary["methods"]["model"]["per_level"].items():
-            lines.append(
-                f"| {level} | {row['bodies']} | {row['dice']:.3f} | {row['found']:.3f} | "
-                f"{row['named']:.3f} |"
-            )
-    return "\n".join(lines) + "\n"
