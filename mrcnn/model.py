@@ -18,6 +18,7 @@ import numpy as np
 from keras import layers, ops
 
 from mrcnn import boxes as box_utils
+from mrcnn import checkpoints as C
 from mrcnn import losses as L
 from mrcnn import weights as W
 from mrcnn.backbone import build_backbone
@@ -171,6 +172,7 @@ def build_model(config: Any, mode: str) -> keras.Model:
         image_shape=(h, w), anchor_scales=config.RPN_ANCHOR_SCALES,
         anchor_ratios=config.RPN_ANCHOR_RATIOS, backbone_strides=config.BACKBONE_STRIDES,
         anchor_stride=config.RPN_ANCHOR_STRIDE, batch_size=config.BATCH_SIZE, name="ROI",
+        feature_shapes=box_utils.compute_backbone_shapes(config, (h, w)),
     )(rpn_class, rpn_bbox)
     head_args = dict(image_shape=(h, w), num_classes=config.NUM_CLASSES,
                      train_bn=config.TRAIN_BN)
@@ -178,7 +180,7 @@ def build_model(config: Any, mode: str) -> keras.Model:
     if mode == "training":
         gt_boxes = NormBoxes((h, w), name="norm_gt_boxes")(inputs["input_gt_boxes"])
         target_proposals = rpn_rois
-        if getattr(config, "ADD_GT_TO_PROPOSALS", False):
+        if config.ADD_GT_TO_PROPOSALS:
             target_proposals = AddGtToProposals(name="add_gt_to_proposals")(
                 rpn_rois, inputs["input_gt_class_ids"], gt_boxes)  # [B, G + P, 4]
         rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
@@ -244,10 +246,10 @@ def build_optimizer(config: Any, learning_rate: float,
                     momentum: float | None = None) -> keras.optimizers.Optimizer:
     """config.OPTIMIZER ("sgd" as Matterport, "adam" or "adamw") with per-variable gradient
     clipping at GRADIENT_CLIP_NORM and a linear warm-up over LEARNING_RATE_WARMUP_STEPS."""
-    name = str(getattr(config, "OPTIMIZER", "sgd")).lower()
+    name = str(config.OPTIMIZER).lower()
     if name not in OPTIMIZERS:
         raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
-    warmup = int(getattr(config, "LEARNING_RATE_WARMUP_STEPS", 0) or 0)
+    warmup = int(config.LEARNING_RATE_WARMUP_STEPS or 0)
     lr: Any = LinearWarmup(learning_rate, warmup) if warmup > 0 else float(learning_rate)
     clip = config.GRADIENT_CLIP_NORM
     if name == "sgd":
@@ -277,6 +279,7 @@ class MaskRCNN:
         self.config = config
         self.model_dir = str(model_dir)
         self.epoch = 0
+        self._resume_from: str | None = None  # checkpoint whose optimizer state train() loads
         self.set_log_dir()
         self.keras_model = build_model(config, mode)
         if mode == "inference":
@@ -285,11 +288,12 @@ class MaskRCNN:
     # ------------------------------------------------------------------ run folders
     @property
     def _name(self) -> str:
-        return (self.config.NAME or "mrcnn").lower()
+        return C.run_name(self.config)
 
     def set_log_dir(self, model_path: str | os.PathLike | None = None) -> None:
         """Set the run folder and epoch; from a checkpoint path, resume its run and epoch."""
         self.epoch = 0
+        self._resume_from = None
         now = datetime.datetime.now()
         if model_path:
             regex = (r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
@@ -299,26 +303,19 @@ class MaskRCNN:
                 now = datetime.datetime(*(int(m.group(i)) for i in range(1, 6)))
                 # The file's epoch is 1-based; training resumes at the next one.
                 self.epoch = int(m.group(6))
+                self._resume_from = str(model_path)
                 logger.info("re-starting from epoch %d", self.epoch)
         self.log_dir = os.path.join(self.model_dir, f"{self._name}{now:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(
             self.log_dir, f"mask_rcnn_{self._name}_{{epoch:04d}}.weights.h5")
 
     def find_last(self) -> str:
-        """Path of the newest checkpoint of the newest run of this config's NAME."""
-        try:
-            dir_names = sorted(d for d in next(os.walk(self.model_dir))[1]
-                               if d.startswith(self._name))
-        except StopIteration:
-            dir_names = []
-        for dir_name in reversed(dir_names):
-            folder = os.path.join(self.model_dir, dir_name)
-            checkpoints = sorted(f for f in os.listdir(folder)
-                                 if f.startswith("mask_rcnn") and f.endswith(".h5"))
-            if checkpoints:
-                return os.path.join(folder, checkpoints[-1])
-        raise FileNotFoundError(
-            f"Could not find a checkpoint of {self._name!r} in {self.model_dir}")
+        """Path of the newest readable checkpoint of the newest run of this config's NAME
+        (an unreadable one, e.g. cut short by a full disk, is skipped with a warning)."""
+        def skip(path: os.PathLike, reason: str) -> None:
+            logger.warning("skipping unreadable checkpoint %s: %s", path, reason)
+
+        return str(C.find_last_good(self.model_dir, self._name, on_skip=skip))
 
     # ---------------------------------------------------------------------- weights
     def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
@@ -331,9 +328,10 @@ class MaskRCNN:
         """Save every layer's weights by layer name (atomic, backend-independent)."""
         W.save_weights(self.keras_model, filepath)
 
-    def get_imagenet_weights(self) -> str:
-        """Path of the local ImageNet ResNet weights (never downloads)."""
-        return W.get_imagenet_weights(self.config.BACKBONE)
+    def get_imagenet_weights(self, weights_dir: str | os.PathLike) -> str:
+        """Path of the ImageNet ResNet weights for this backbone in weights_dir (never
+        downloads)."""
+        return W.get_imagenet_weights(self.config.BACKBONE, weights_dir)
 
     # --------------------------------------------------------------------- training
     def set_trainable(self, layer_regex: str, keras_model: keras.Model | None = None,
@@ -363,8 +361,8 @@ class MaskRCNN:
         self.keras_model.compile(optimizer=optimizer, jit_compile=_jit_compile())
 
     def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int,
-              layers: str, augmentation: Any = None, custom_callbacks: list | None = None,
-              no_augmentation_sources: list | None = None) -> keras.callbacks.History:
+              layers: str, augmentation: Any = None,
+              custom_callbacks: list | None = None) -> keras.callbacks.History:
         """Train the layers selected by `layers` ("heads", "3+", "4+", "5+", "all" or a regex)
         from self.epoch up to `epochs`, writing a checkpoint per epoch into self.log_dir.
         """
@@ -372,18 +370,24 @@ class MaskRCNN:
 
         if self.mode != "training":
             raise ValueError("train() needs a model created in training mode")
+        stage = {"layers": layers, "learning_rate": float(learning_rate),
+                 "optimizer": str(self.config.OPTIMIZER).lower()}
+        stage_start, state = self._resume_state(stage)
+        # Batches are a function of (seed, epoch within the stage): a resumed stage keeps the
+        # seed its first epoch had and continues the epoch count, so it sees what the
+        # uninterrupted run would have seen.
         train_seq = DataSequence(train_dataset, self.config, shuffle=True,
-                                 augmentation=augmentation, seed=self.epoch,
+                                 augmentation=augmentation, seed=stage_start,
                                  steps=self.config.STEPS_PER_EPOCH)
+        train_seq.epoch = self.epoch - stage_start
         val_seq = None
         if val_dataset is not None:
             val_seq = DataSequence(val_dataset, self.config, shuffle=True,
                                    steps=self.config.VALIDATION_STEPS)
-        if no_augmentation_sources:
-            logger.warning("no_augmentation_sources is not supported; augmenting every source")
         os.makedirs(self.log_dir, exist_ok=True)
         callbacks: list[keras.callbacks.Callback] = [
-            W.AtomicCheckpoint(self.keras_model, self.checkpoint_path),
+            W.AtomicCheckpoint(self.keras_model, self.checkpoint_path,
+                               state_info={**stage, "stage_start": stage_start}),
             keras.callbacks.CSVLogger(os.path.join(self.log_dir, "history.csv"), append=True),
         ]
         if importlib.util.find_spec("tensorboard") is not None:
@@ -397,6 +401,15 @@ class MaskRCNN:
                     learning_rate, self.checkpoint_path)
         self.set_trainable(layers)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        if state is not None:
+            try:
+                count = W.restore_training_state(self.keras_model, state)
+                iteration = keras.ops.convert_to_numpy(self.keras_model.optimizer.iterations)
+                logger.info("restored the optimizer state (%d variables, iteration %d)",
+                            count, int(iteration))
+            except ValueError as exc:
+                logger.warning("optimizer state not restored (%s): it starts afresh", exc)
+                self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
         history = self.keras_model.fit(
             train_seq, initial_epoch=self.epoch, epochs=epochs,
             steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
@@ -406,6 +419,29 @@ class MaskRCNN:
         )
         self.epoch = max(self.epoch, epochs)
         return history
+
+    def _resume_state(self, stage: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+        """(first epoch of the stage, saved optimizer arrays or None) for a train() call.
+
+        The checkpoint loaded last (load_weights) has its optimizer state beside it. It is
+        used when that checkpoint was written by this same stage (layers, learning rate,
+        optimizer) at self.epoch: an interrupted stage continues with its momenta, iteration
+        count and warm-up where they were. A checkpoint that ended the previous stage starts
+        this one afresh, as the uninterrupted schedule does. Used once.
+        """
+        source, self._resume_from = self._resume_from, None
+        if source is None:
+            return self.epoch, None
+        loaded = W.load_training_state(C.optimizer_state_path(source))
+        if loaded is None:
+            return self.epoch, None
+        info, arrays = loaded
+        same_stage = all(info.get(key) == value for key, value in stage.items())
+        if not same_stage or info.get("epoch") != self.epoch:
+            logger.info("checkpoint %s is from another stage (%s): the optimizer starts afresh",
+                        os.path.basename(source), info.get("layers"))
+            return self.epoch, None
+        return int(info.get("stage_start", self.epoch)), arrays
 
     # -------------------------------------------------------------------- inference
     def mold_inputs(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

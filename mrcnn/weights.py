@@ -11,6 +11,7 @@ and, as a fallback, native Keras 3 files into an identically built model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,12 +21,15 @@ import h5py
 import keras
 import numpy as np
 
+from mrcnn.atomic import atomic_write
+from mrcnn.checkpoints import UnreadableWeightsError, optimizer_state_path
+
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "spineseg-by-name-1"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-# File names of ImageNet ResNet weights we look for under weights/, per backbone.
+# File names of ImageNet ResNet weights we look for in the caller's weights folder, per
+# backbone (mrcnn keeps no folder of its own: an installed package has no repository root).
 IMAGENET_FILES = {
     "resnet50": ["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"],
     "resnet101": ["resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"],
@@ -54,11 +58,9 @@ def save_weights(model: keras.Model, filepath: str | os.PathLike) -> None:
 
     The file holds numpy arrays only: it loads on any backend and into either mode's graph.
     """
-    path = Path(filepath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     layer_list = _weighted_layers(model)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["backend"] = keras.backend.backend()
@@ -70,10 +72,8 @@ def save_weights(model: keras.Model, filepath: str | os.PathLike) -> None:
                 group.attrs["weight_names"] = [n.encode("utf8") for n in names]
                 for name, variable in zip(names, layer.weights, strict=True):
                     group.create_dataset(name, data=keras.ops.convert_to_numpy(variable.value))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(filepath, write)
 
 
 def _decode(values: Any) -> list[str]:
@@ -97,7 +97,12 @@ def load_weights(
     if not path.exists():
         raise FileNotFoundError(f"weights file not found: {path}")
     exclude = set(exclude or [])
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:  # not HDF5 (signature not found) or cut short (truncated file)
+        raise UnreadableWeightsError(
+            f"{path} is not a readable weights file (truncated or corrupt: {exc})") from None
+    with f:
         group = f
         if "layer_names" not in f.attrs and "model_weights" in f:
             group = f["model_weights"]
@@ -132,7 +137,11 @@ def _load_by_name(model: keras.Model, group: Any, path: Path, strict: bool,
             skipped.append(name)
             continue
         layer = by_name[name]
-        values = [np.asarray(group[name][w]) for w in weight_names]
+        try:
+            values = [np.asarray(group[name][w]) for w in weight_names]
+        except (OSError, RuntimeError, KeyError) as exc:  # damaged inside the HDF5 file
+            raise UnreadableWeightsError(
+                f"{path} is not a readable weights file (layer {name!r}: {exc})") from None
         variables = layer.weights
         if len(values) != len(variables):
             raise ValueError(
@@ -153,13 +162,12 @@ def _load_by_name(model: keras.Model, group: Any, path: Path, strict: bool,
     return {"loaded": loaded, "skipped": skipped}
 
 
-def get_imagenet_weights(backbone: str = "resnet50", weights_dir: str | os.PathLike | None = None
-                         ) -> str:
-    """Path of ImageNet-trained ResNet weights under weights/ (never downloads).
+def get_imagenet_weights(backbone: str, weights_dir: str | os.PathLike) -> str:
+    """Path of ImageNet-trained ResNet weights for backbone in weights_dir (never downloads).
 
     Raises FileNotFoundError with instructions when no file is there.
     """
-    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    folder = Path(weights_dir)
     names = IMAGENET_FILES.get(str(backbone), [])
     for name in names:
         if (folder / name).exists():
@@ -171,19 +179,118 @@ def get_imagenet_weights(backbone: str = "resnet50", weights_dir: str | os.PathL
         f"internet access and copy it to {folder}/; this program never downloads.")
 
 
+def _extra_state(model: keras.Model) -> list[Any]:
+    """Model variables that are not weights: the random-seed states of layers that sample
+    (DetectionTargetLayer's ROI subsets), so a resumed run draws what the whole run would."""
+    weight_ids = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weight_ids]
+
+
+def save_training_state(model: keras.Model, filepath: str | os.PathLike,
+                        info: dict[str, Any]) -> None:
+    """Write the optimizer's state (iteration count, momenta: every optimizer variable but
+    the learning rate, which each train() call sets), the layers' seed states and info
+    (JSON: epoch, stage) to filepath (.npz, atomic).
+
+    Optimizer slots are keyed by their name, which Keras derives from the model variable they
+    follow (fpn_c5p5_kernel_momentum), so they find their variable again in a rebuilt model
+    (their path also holds the optimizer's own name, adam_2, which differs per instance).
+    """
+    arrays: dict[str, np.ndarray] = {"info": np.array(json.dumps(info))}
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        for variable in optimizer.variables:
+            if variable.name != "learning_rate":
+                arrays[f"optimizer/{variable.name}"] = keras.ops.convert_to_numpy(variable)
+    for i, variable in enumerate(_extra_state(model)):
+        arrays[f"model/{i}/{variable.path}"] = keras.ops.convert_to_numpy(variable)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(filepath, write)
+
+
+def load_training_state(filepath: str | os.PathLike
+                        ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """(info, arrays) from save_training_state's file; None (with a warning) when it is
+    missing or unreadable, so the caller starts the optimizer afresh."""
+    path = Path(filepath)
+    if not path.is_file():
+        logger.warning("%s not found: the optimizer starts afresh (weights-only resume)",
+                       path.name)
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        info = json.loads(str(arrays.pop("info")))
+    # A damaged file raises any of OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError;
+    # all mean the same here: resume with the weights alone.
+    except Exception as exc:
+        logger.warning("%s is unreadable (%s): the optimizer starts afresh", path.name, exc)
+        return None
+    return info, arrays
+
+
+def restore_training_state(model: keras.Model, arrays: dict[str, np.ndarray]) -> int:
+    """Assign a saved optimizer state and seed states to a compiled model (optimizer built
+    here for the current trainable variables); returns the optimizer variables restored.
+
+    Raises ValueError when the saved slots do not match the optimizer's (another optimizer,
+    other trainable layers): a silent partial restore would be a different run.
+    """
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    saved = {k.removeprefix("optimizer/"): v for k, v in arrays.items()
+             if k.startswith("optimizer/")}
+    slots = [v for v in optimizer.variables if v.name != "learning_rate"]
+    current = {v.name: v for v in slots}
+    if len(current) != len(slots):
+        raise ValueError("optimizer slot names are not unique; cannot match them by name")
+    if set(saved) != set(current):
+        missing = sorted(set(current) - set(saved))[:3]
+        extra = sorted(set(saved) - set(current))[:3]
+        raise ValueError(f"saved optimizer state does not match (missing {missing}, "
+                         f"unexpected {extra})")
+    for key, variable in current.items():
+        if tuple(variable.shape) != tuple(saved[key].shape):
+            raise ValueError(f"saved optimizer slot {key} has shape {saved[key].shape}, "
+                             f"the model {tuple(variable.shape)}")
+    for key, variable in current.items():
+        variable.assign(saved[key].astype(variable.dtype))
+    # Seed states by position: their names get a _1, _2 suffix per model built in a process.
+    extra_state = _extra_state(model)
+    saved_state = sorted((int(k.split("/")[1]), v) for k, v in arrays.items()
+                         if k.startswith("model/"))
+    if len(saved_state) == len(extra_state):
+        for (_, value), variable in zip(saved_state, extra_state, strict=True):
+            if tuple(variable.shape) == tuple(value.shape):
+                variable.assign(value.astype(variable.dtype))
+    return len(current)
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the model's weights at each epoch end to filepath.format(epoch=epoch + 1).
 
     Written through save_weights (temp file + rename), so a crash never leaves a partial
-    checkpoint that find_last() would pick up.
+    checkpoint that find_last() would pick up. With state_info, the optimizer's state goes
+    beside it first (optimizer_state_path; info plus the epoch): a kill between the two
+    files leaves a sidecar without its weights, which the next save of that epoch replaces.
     """
 
-    def __init__(self, model_to_save: keras.Model, filepath: str) -> None:
+    def __init__(self, model_to_save: keras.Model, filepath: str,
+                 state_info: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.model_to_save = model_to_save
         self.filepath = filepath
+        self.state_info = state_info
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         path = self.filepath.format(epoch=epoch + 1)
+        if self.state_info is not None:
+            save_training_state(self.model_to_save, optimizer_state_path(path),
+                                {**self.state_info, "epoch": epoch + 1})
         save_weights(self.model_to_save, path)
         logger.info("saved checkpoint %s", path)

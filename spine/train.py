@@ -1,12 +1,14 @@
 """spine-train: the paper's training schedule (network heads first, then all layers).
 
-    spine-train --data DIR --config configs/paper.toml --weights coco|imagenet|last|PATH|none
+    spine-train --data DIR [--config TOML] [--weights none|coco|imagenet|last|PATH]
 
 DIR is either the paper's layout written by spine-prepare (DIR/train and DIR/val, each a
 folder of slice images with via_region_data.json) or a folder of volumes (NAME.nii.gz +
 NAME_vertebrae.nii.gz), which is split by subject exactly as spine-prepare splits it.
 Every config field can be overridden with --set KEY=VALUE. A checkpoint is written after
-every epoch; `--weights last` resumes the newest run at the epoch where it stopped.
+every epoch, with the optimizer's state beside it; `--weights last` resumes the newest run
+at the epoch where it stopped (its newest readable checkpoint), momenta, iteration count and
+warm-up included. Every argument is checked before TensorFlow is loaded.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from spine import bundled
 from spine.errors import MissingWeightsError, SpineInputError
+from spine.folders import SPLIT_FILENAME, find_pairs, folder_kind, split_subjects
+
+if TYPE_CHECKING:
+    from spine.model_input import ModelInput
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS_DIR = REPO_ROOT / "weights"
+# Pretrained files you copy in yourself (COCO, ImageNet) go in the bundled weights folder
+# (weights/ in a checkout; see its README): package data, never downloaded.
+WEIGHTS_DIR = bundled.weights_dir()
 COCO_WEIGHTS = WEIGHTS_DIR / "mask_rcnn_coco.h5"
 # Matterport's COCO heads are for 81 classes: they are re-initialised for ours.
 COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
@@ -115,10 +123,9 @@ def load_datasets(
     (NUM_CLASSES = 3). ignore_unlabelled: unlabelled vertebrae become ignore regions.
     """
     from spine.dataset import SpineDataset
-    from spine.png_folder import is_png_folder
+    from spine.model_input import ModelInput
 
-    if not data_dir.is_dir():
-        raise SpineInputError(f"data folder not found: {data_dir}")
+    kind = folder_kind(data_dir)  # raises SpineInputError for a missing folder
     train_dir, val_dir = data_dir / "train", data_dir / "val"
     options = dict(
         neighbour_channels=neighbour_channels, with_s1=with_s1,
@@ -126,15 +133,13 @@ def load_datasets(
     )  # fmt: skip
     train = SpineDataset(**options)
     val = SpineDataset(**options)
-    if is_png_folder(data_dir):
+    if kind == "png":
         add_png_split(train, val, data_dir, seed)
-    elif train_dir.is_dir() and val_dir.is_dir():
-        check_prepared_channels(data_dir, neighbour_channels)
+    elif kind == "prepared":
+        check_prepared_input(data_dir, ModelInput(neighbour_channels=neighbour_channels))
         train.load_via_folder(train_dir)
         val.load_via_folder(val_dir)
     else:
-        from spine.prepare import find_pairs, split_subjects
-
         pairs = find_pairs(data_dir)  # raises SpineInputError when there are none
         split = split_subjects(pairs, seed=seed)
         train.load_volumes(
@@ -143,7 +148,7 @@ def load_datasets(
         val.load_volumes([p for p in pairs if p.subject in split["val"]])
     for folder in extra_train or []:
         folder = Path(folder)
-        if is_png_folder(folder):
+        if folder.is_dir() and folder_kind(folder) == "png":
             added = add_png_split(train, val, folder, seed, png_repeat)
         else:
             added = _load_any_folder(train, folder, empty_slices)
@@ -166,61 +171,126 @@ def add_png_split(train, val, folder: Path, seed: int, repeat: int = 1) -> int:
     return added
 
 
-def check_prepared_channels(data_dir: Path, neighbour_channels: bool) -> None:
-    """Refuse a spine-prepare folder whose images do not hold what the config's input needs
-    (neighbouring slices in R and B, or plain grey slices): the model would learn from one
-    kind of image and be shown the other by spine.pipeline."""
+def check_prepared_input(data_dir: Path, expected: ModelInput) -> None:
+    """Refuse a spine-prepare folder whose images were made for another model input than the
+    config's (spine.model_input: neighbouring slices in R and B or grey slices, and the
+    intensity window): the model would learn from one kind of image and be shown the other
+    by spine.pipeline. split.json records the input; a user's own VIA folders without one
+    are taken as grey slices."""
     import json
 
-    summary_path = data_dir / "split.json"
-    prepared = False
-    if summary_path.is_file():
-        prepared = bool(json.loads(summary_path.read_text()).get("neighbour_channels", False))
-    elif not neighbour_channels:
-        return  # a user's own VIA folders: images are used as stored
-    if prepared != neighbour_channels:
-        flag = "with" if neighbour_channels else "without"
+    from spine.model_input import ModelInput
+
+    summary_path = data_dir / SPLIT_FILENAME
+    if not summary_path.is_file():
+        if not expected.neighbour_channels:
+            return  # a user's own VIA folders: images are used as stored
+        prepared = ModelInput()
+    else:
+        summary = json.loads(summary_path.read_text())
+        # split.json from before "input" was recorded: its images had the default window.
+        prepared = ModelInput.from_description(
+            summary.get("input", {"neighbour_channels": summary.get("neighbour_channels")})
+        )
+    differences = expected.mismatch(prepared)
+    if not differences:
+        return
+    if prepared.neighbour_channels != expected.neighbour_channels:
+        flag = "with" if expected.neighbour_channels else "without"
         raise SpineInputError(
-            f"{data_dir}: the config has neighbour_channels = {str(neighbour_channels).lower()}"
-            f" but the images {'do not hold' if neighbour_channels else 'hold'} neighbouring "
+            f"{data_dir}: the config has neighbour_channels = "
+            f"{str(expected.neighbour_channels).lower()} but the images "
+            f"{'do not hold' if expected.neighbour_channels else 'hold'} neighbouring "
             f"slices; run spine-prepare {flag} --neighbour-channels, or train from the volume "
             "folder itself"
         )
+    raise SpineInputError(
+        f"{data_dir}: the images were prepared for another model input than the config's "
+        f"(config vs images: {'; '.join(differences)}); run spine-prepare again, or train "
+        "from the volume folder itself"
+    )
 
 
 def _load_any_folder(dataset, folder: Path, empty_slices: int) -> int:
     """Add a VIA image folder or a folder of volume pairs to dataset; returns images added."""
-    from spine.prepare import find_pairs
-    from spine.via import VIA_FILENAME
-
     if not folder.is_dir():
         raise SpineInputError(f"extra training folder not found: {folder}")
-    if (folder / VIA_FILENAME).is_file():
+    if folder_kind(folder) == "via":
         return dataset.load_via_folder(folder)
     return dataset.load_volumes(find_pairs(folder), empty_slices=empty_slices)
 
 
-def initial_weights(model, choice: str) -> None:
-    """Load the starting weights named by --weights (coco, imagenet, last, a path, none)."""
+def check_arguments(args: argparse.Namespace, config: Any) -> Path | None:
+    """Check the folders and the starting weights before TensorFlow is loaded; returns the
+    checkpoint `--weights last` resumes from (None for the other choices).
+
+    A weights file must read whole (a truncated or garbage file is refused here, in one
+    line); `last` takes the newest readable checkpoint of the newest run, saying which
+    unreadable ones it skipped.
+    """
+    from mrcnn import checkpoints
+    from spine.cli import check_input_folder, check_output_folder
+
+    check_input_folder(Path(args.data), "data folder")
+    for folder in args.extra_train or []:
+        check_input_folder(Path(folder), "extra training folder")
+    check_output_folder(Path(args.logs), "logs folder")
+    choice = args.weights
+    try:
+        if choice == "last":
+            def skip(path: Path, reason: str) -> None:
+                logger.warning("skipping unreadable checkpoint %s: %s", path.name, reason)
+
+            try:
+                return checkpoints.find_last_good(
+                    args.logs, checkpoints.run_name(config), on_skip=skip
+                )
+            except FileNotFoundError as err:
+                raise MissingWeightsError(
+                    f"--weights last: no checkpoint to resume under {args.logs} ({err})"
+                ) from None
+        if choice == "coco":
+            if not COCO_WEIGHTS.is_file():
+                raise coco_missing()
+            checkpoints.check_weights_file(COCO_WEIGHTS)
+        elif choice not in ("none", "imagenet"):
+            if not Path(choice).is_file():
+                raise MissingWeightsError(f"weights file not found: {choice}")
+            checkpoints.check_weights_file(choice)
+    except checkpoints.UnreadableWeightsError as err:
+        raise MissingWeightsError(str(err)) from None
+    return None
+
+
+def coco_missing() -> MissingWeightsError:
+    """What to do when --weights coco is asked for and the file is not there."""
+    return MissingWeightsError(
+        f"--weights coco needs Matterport's COCO file at {COCO_WEIGHTS}. It cannot be "
+        "downloaded from here: get mask_rcnn_coco.h5 (Matterport Mask_RCNN release "
+        "v2.0) on a connected machine and copy it there, or use --weights imagenet/none."
+    )
+
+
+def initial_weights(model, choice: str, last: str | Path | None = None) -> None:
+    """Load the starting weights named by --weights (coco, imagenet, last, a path, none).
+
+    last: the checkpoint `last` resumes (check_arguments found it); default: model.find_last().
+    """
     if choice == "none":
         logger.info("training from random initialisation")
     elif choice == "coco":
         if not COCO_WEIGHTS.is_file():
-            raise MissingWeightsError(
-                f"--weights coco needs Matterport's COCO file at {COCO_WEIGHTS}. It cannot be "
-                "downloaded from here: get mask_rcnn_coco.h5 (Matterport Mask_RCNN release "
-                "v2.0) on a connected machine and copy it there, or use --weights imagenet/none."
-            )
+            raise coco_missing()
         model.load_weights(str(COCO_WEIGHTS), by_name=True, exclude=COCO_EXCLUDE)
     elif choice == "imagenet":
         try:
-            path = model.get_imagenet_weights()
+            path = model.get_imagenet_weights(WEIGHTS_DIR)
         except FileNotFoundError as err:
             raise MissingWeightsError(str(err)) from err
         model.load_weights(path, by_name=True)
     elif choice == "last":
         try:
-            path = model.find_last()
+            path = str(last) if last is not None else model.find_last()
         except FileNotFoundError as err:
             raise MissingWeightsError(
                 f"--weights last: no checkpoint to resume under {model.model_dir} ({err})"
@@ -262,6 +332,10 @@ def train(args: argparse.Namespace):
         schedule.finetune_epochs = args.finetune_epochs
     if args.steps_per_epoch is not None:
         config = config.replace(STEPS_PER_EPOCH=args.steps_per_epoch)
+    last = check_arguments(args, config)
+    from spine.cli import quiet_tensorflow
+
+    quiet_tensorflow(getattr(args, "verbose", False))  # the datasets import Keras
     train_set, val_set = load_datasets(
         Path(args.data),
         seed=args.split_seed,
@@ -280,7 +354,12 @@ def train(args: argparse.Namespace):
     )
 
     model = MaskRCNN(mode="training", config=config, model_dir=args.logs)
-    initial_weights(model, args.weights)
+    from mrcnn.checkpoints import UnreadableWeightsError
+
+    try:
+        initial_weights(model, args.weights, last)
+    except UnreadableWeightsError as err:  # imagenet, or a file damaged since it was checked
+        raise MissingWeightsError(str(err)) from None
     if args.no_augment:
         augmentation = None
     elif args.augment == "heavy":
@@ -303,20 +382,40 @@ def train(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spine.cli import add_verbose, non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(prog="spine-train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="spine-prepare output or a volume folder")
-    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "paper.toml"))
     parser.add_argument(
-        "--weights", default="coco", help="coco | imagenet | last | none | PATH (.weights.h5/.h5)"
+        "--config", default=str(bundled.paper_config()),
+        help="config TOML (default: the bundled configs/paper.toml)",
+    )  # fmt: skip
+    # Default none, not coco: Matterport's COCO file is not shipped (weights/README.md), so
+    # a coco default would fail for everyone who has not copied it in.
+    parser.add_argument(
+        "--weights", default="none",
+        help="starting weights: none (random initialisation; the default) | coco (Matterport's "
+        "mask_rcnn_coco.h5, not shipped: copy it into weights/ first) | imagenet (a ResNet "
+        "file you copied into weights/) | last (resume the newest run) | PATH (.weights.h5/.h5,"
+        " a new run from it, e.g. the bundled model with --config configs/demo.toml)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--logs", default="logs", help="run folders go here (default: ./logs)"
     )
-    parser.add_argument("--logs", default=str(REPO_ROOT / "logs"), help="run folders go here")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--heads-epochs", type=int, help="epochs of stage 1 (heads)")
-    parser.add_argument("--all-epochs", type=int, help="epochs of stage 2 (all layers)")
     parser.add_argument(
-        "--finetune-epochs", type=int, help="epochs of stage 3 (all layers at LR/10)"
+        "--heads-epochs", type=non_negative_int, help="epochs of stage 1 (heads)"
     )
-    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument(
+        "--all-epochs", type=non_negative_int, help="epochs of stage 2 (all layers)"
+    )
+    parser.add_argument(
+        "--finetune-epochs", type=non_negative_int,
+        help="epochs of stage 3 (all layers at LR/10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--steps-per-epoch", type=positive_int, help="batches per epoch (config STEPS_PER_EPOCH)"
+    )
     parser.add_argument(
         "--extra-train",
         action="append",
@@ -325,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--empty-slices",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="slices without vertebrae kept per volume (volume folders; negatives when "
         "SKIP_EMPTY_IMAGES=false)",
@@ -346,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="augmentation recipe: heavy = contrast and geometry randomisation across sources",
     )
     parser.add_argument(
-        "--png-repeat", type=int, default=1,
+        "--png-repeat", type=positive_int, default=1,
         help="training slices of extra images/+masks/ folders count this many times",
     )  # fmt: skip
     parser.add_argument(
@@ -354,17 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="teach unlabelled vertebrae as background (no ignore regions; for comparison)",
     )
+    add_verbose(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """CLI entry point: 0 when the schedule ran, 2 on a user error (one line, no traceback)."""
+    from spine.cli import fail, setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, level=logging.INFO)  # epochs and checkpoints are news here
     try:
         train(args)
     except SpineInputError as err:
-        print(f"spine-train: {err}", file=sys.stderr)
-        return 2
+        return fail("spine-train", err)
     return 0
 
 
