@@ -12,10 +12,12 @@ from typing import Any
 
 import streamlit as st
 
-from spine import export, pipeline
-from spine.errors import SpineInputError
+from spine import export, inputs, pipeline
+from spine.config import WINDOW_PERCENTILES
+from spine.errors import MissingWeightsError, SpineInputError
 from spine.levels import SPINE_LEVELS
-from spine.volume import is_dicom_source, load_scan, load_volume, sagittal_problem
+from spine.names import safe_filename
+from spine.volume import load_scan, load_volume, sagittal_problem
 
 logger = logging.getLogger("spineseg.app")
 
@@ -24,6 +26,8 @@ state = st.session_state
 EXAMPLE = "the example scan"
 LEVELS = SPINE_LEVELS  # names a user can give the lowest vertebra found
 AUTOMATIC = "automatic (from S1)"  # names from the model's evidence, no override
+RESEARCH_ONLY = ("For research, not for diagnosis: a research tool, not a medical device; "
+                 "have every result checked by a qualified reader.")
 # Headers and number formats of the measurement tables (keys as in *.measurements()).
 COLUMNS = {
     "level": st.column_config.TextColumn("Level"),
@@ -32,10 +36,18 @@ COLUMNS = {
         help="How sure the level name is: high when counted up from a found S1 with "
         "regular spacing, low (0.3) when no S1 is in view.",
     ),
-    "score": st.column_config.NumberColumn("Score", format="%.2f"),
-    "area_mm2": st.column_config.NumberColumn("Area (mm²)", format="%.0f"),
-    "height_mm": st.column_config.NumberColumn("Height (mm)", format="%.1f"),
-    "volume_mm3": st.column_config.NumberColumn("Volume (mm³)", format="%.0f"),
+    "score": st.column_config.NumberColumn(
+        "Score", format="%.2f", help=pipeline.MEASURE_HELP["score"]
+    ),
+    "area_mm2": st.column_config.NumberColumn(
+        "Area (mm²)", format="%.0f", help=pipeline.MEASURE_HELP["area_mm2"]
+    ),
+    "height_mm": st.column_config.NumberColumn(
+        "Height (mm)", format="%.1f", help=pipeline.MEASURE_HELP["height_mm"]
+    ),
+    "volume_mm3": st.column_config.NumberColumn(
+        "Volume (mm³)", format="%.0f", help=pipeline.MEASURE_HELP["volume_mm3"]
+    ),
     "slices": st.column_config.NumberColumn("Slices"),
     "name_note": st.column_config.TextColumn("Naming"),
 }
@@ -59,16 +71,45 @@ def guarded(action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run fn; any failure ends in st.error (never a traceback) and returns None."""
     try:
         return fn(*args, **kwargs)
+    except MissingWeightsError as exc:  # its message names server paths: say it without them
+        logger.warning("model unavailable: %s", exc)
+        st.error(model_problem())
     except SpineInputError as exc:
-        st.error(str(exc))
+        st.error(inputs.plain(str(exc)))
     except MemoryError:
         st.error(
             f"Out of memory while {action}. Try a smaller scan, or segment one slice at a time."
         )
     except Exception as exc:  # the page must stay usable whatever happens
-        logger.exception("failed while %s", action)
-        st.error(f"Something went wrong while {action}: {type(exc).__name__}: {exc}")
+        logger.exception("failed while %s", action)  # the details (paths too) stay in the log
+        st.error(f"Something went wrong while {action} ({type(exc).__name__}); the server's "
+                 "log has the details.")
     return None
+
+
+def model_problem() -> str:
+    """Why segmenting is off, for the page: file names only, never a server path."""
+    weights, _ = pipeline.resolve_model_paths()
+    if not weights.is_file():
+        return (f"The model weights file {weights.name} is missing on this server, so segmenting "
+                "is off (viewing works). See README: install the bundled weights file, or "
+                "train a model with `spine-train` and point SPINESEG_WEIGHTS at it.")
+    return (f"The model weights {weights.name} could not be loaded with their config (see "
+            "README: the config must be the one the weights were trained with).")
+
+
+def queued(fn: Any) -> Any:
+    """fn() once one of the server's segmentation slots is free (pipeline.PAGE_SLOTS); until
+    then the page says how many other segmentations it is waiting for."""
+    box = st.empty()
+
+    def waiting(others: int) -> None:
+        box.info(f"Waiting for {others} other segmentation{'s' if others != 1 else ''} to "
+                 "finish (the server runs a limited number at a time)...")
+
+    with pipeline.PAGE_SLOTS.slot(waiting):
+        box.empty()
+        return fn()
 
 
 # ----------------------------------------------------------------------------- scan state
@@ -87,14 +128,16 @@ def load_into_state(origin: str, fn: Any, *args: Any) -> None:
     """Load a scan with fn(*args); on failure keep the message and show no scan."""
     try:
         set_scan(fn(*args), origin)
-    except SpineInputError as exc:
-        state.volume, state.load_error = None, str(exc)
+    except SpineInputError as exc:  # may quote user text (a typed path): plain, not Markdown
+        state.volume, state.load_error = None, inputs.plain(str(exc))
     except MemoryError:
         state.volume, state.load_error = None, "Out of memory while reading the scan."
     except Exception as exc:
-        logger.exception("could not load %s", origin)
+        logger.exception("could not load %s", origin)  # the details (paths too) stay in the log
         state.volume = None
-        state.load_error = f"Could not read {origin}: {type(exc).__name__}: {exc}"
+        state.load_error = inputs.plain(
+            f"Could not read {origin} ({type(exc).__name__}); the server's log has the details."
+        )
 
 
 def pipeline_window(volume: Any, low: float, high: float) -> tuple[float, float]:
@@ -106,40 +149,83 @@ def pipeline_window(volume: Any, low: float, high: float) -> tuple[float, float]
     return memo[key]
 
 
+def open_study(source: Any) -> Any:
+    """A DICOM input: keep its series for the choice; the preselected one's Volume."""
+    state.study = None  # stays None when the input cannot be read
+    state.study = inputs.read_study(source)
+    state.study_id = state.get("study_id", 0) + 1
+    keys, index = inputs.series_choice(state.study)
+    return state.study.load(keys[index] if index is not None else None)
+
+
+def load_dicom_into_state(origin: str, fn: Any, *args: Any) -> None:
+    """load_into_state for a DICOM input: a message quoting its headers stays plain text."""
+    load_into_state(origin, fn, *args)  # its messages are made plain text there
+
+
 def load_data_file(path: Any) -> Any:
-    """A file in the data folder: NIfTI, or DICOM (.zip/.dcm) by name or content."""
-    return load_scan(path, path.name) if is_dicom_source(path, path.name) else load_volume(path)
+    """A file or folder in the data folder: NIfTI, or DICOM (a folder, .zip, .dcm)."""
+    return open_study(path) if inputs.is_dicom_path(path) else load_volume(path)
 
 
 def load_path() -> None:
-    load_into_state(
+    state.study = None
+    load_dicom_into_state(
         state.path_text,
-        lambda text: load_data_file(pipeline.resolve_data_path(text)),
+        lambda text: load_data_file(pipeline.resolve_data_path(text, folders=True)),
         state.path_text,
     )
 
 
 def load_example() -> None:
+    state.study = None
     load_into_state(EXAMPLE, pipeline.example_scan)
+
+
+def load_uploads(files: list[Any]) -> None:
+    """New uploads: DICOM (one or several .dcm files, zips) as a study, else one scan."""
+    state.study = None
+    # The one place an upload's name enters: from here on (page, file names, ZIP entries,
+    # VIA JSON) only the safe name is used.
+    names = [safe_filename(f.name) for f in files]
+    try:
+        dicom = inputs.dicom_uploads([(n, f.getvalue()) for n, f in zip(names, files, strict=True)])
+    except SpineInputError as exc:
+        state.volume, state.load_error = None, str(exc)
+        return
+    if dicom:  # never named after its files: their names often carry the patient's
+        load_dicom_into_state("the DICOM upload", open_study, dicom)
+        return
+    upload, filename = files[0], names[0]
+    name = filename.removesuffix(".gz").removesuffix(".nii").rsplit(".", 1)[0]
+    load_into_state(filename, load_scan, upload.getvalue(), filename, name)
+
+
+def load_chosen_series() -> None:
+    """The series picked in the sidebar (an axial or coronal one is refused, with why)."""
+    key = state[f"series_{state.study_id}"]
+    load_dicom_into_state("the chosen DICOM series", state.study.load, key)
 
 
 # ----------------------------------------------------------------------------- sidebar
 def sidebar_inputs() -> None:
     st.sidebar.header("1 · Bring a scan")
-    upload = st.sidebar.file_uploader(
-        "Sagittal MRI as NIfTI (.nii, .nii.gz), DICOM (.zip of a series or study, .dcm), "
-        "or one slice as PNG",
-        type=["nii", "gz", "zip", "dcm", "png", "jpg", "jpeg"],
+    files = st.sidebar.file_uploader(
+        "Sagittal MRI as NIfTI (.nii, .nii.gz), DICOM (the .dcm files of a series, or a .zip "
+        "of a series or study), or one slice as PNG",
+        type=["nii", "gz", "zip", "dcm", "dicom", "ima", "png", "jpg", "jpeg"],
         key="upload",
-        help="One 3D sagittal series; a zipped DICOM series or study (of several series the "
-        "sagittal one most likely T2 is used, and named); or a single sagittal slice image "
+        accept_multiple_files=True,
+        help="One 3D sagittal series; DICOM: all the .dcm files of a series at once, or a "
+        "zipped series or study (its series are listed, the sagittal one most likely T2 is "
+        "preselected and you can pick another); or a single sagittal slice image "
         "(cranial at the top, anterior on the left).",
     )
-    if upload is not None and upload.file_id != state.get("upload_id"):
-        state.upload_id = upload.file_id
-        name = upload.name.removesuffix(".gz").removesuffix(".nii").rsplit(".", 1)[0]
-        load_into_state(upload.name, load_scan, upload.getvalue(), upload.name, name)
-    elif upload is None:
+    ids = tuple(f.file_id for f in files or [])
+    if ids and ids != state.get("upload_id"):
+        state.upload_id = ids
+        load_uploads(files)
+    elif not ids:
         state.upload_id = None
 
     data_dir = os.environ.get(pipeline.DATA_DIR_ENV)
@@ -148,7 +234,7 @@ def sidebar_inputs() -> None:
             "...or a file on this server",
             key="path_text",
             placeholder="subject01.nii.gz",
-            help=f"Relative to the data folder {data_dir}" if data_dir else
+            help="A path relative to the server's data folder" if data_dir else
             "Switched off: the server has no SPINE_DATA_DIR",
         )
         st.form_submit_button("Open file", on_click=load_path)
@@ -174,13 +260,13 @@ def sidebar_display(volume: Any) -> tuple[float, float]:
     )
     if mode.startswith("Auto"):
         low, high = st.sidebar.slider(
-            "Percentile range", 0.0, 100.0, (0.5, 99.5), step=0.5, key="percentiles",
+            "Percentile range", 0.0, 100.0, WINDOW_PERCENTILES, step=0.5, key="percentiles",
             help="Intensities below/above these percentiles of the scan are black/white.",
         )
         return pipeline_window(volume, low, max(high, low + 0.5))
     vmin, vmax = float(volume.data.min()), float(volume.data.max())
     span = max(vmax - vmin, 1e-3)
-    auto_window, auto_level = pipeline_window(volume, 0.5, 99.5)
+    auto_window, auto_level = pipeline_window(volume, *WINDOW_PERCENTILES)
     state.setdefault("manual_window", min(max(auto_window, span / 100), span))
     state.setdefault("manual_level", min(max(auto_level, vmin), vmax))
     window = st.sidebar.slider(
@@ -222,18 +308,45 @@ def scan_facts(volume: Any) -> None:
     s, h, w = volume.data.shape
     slice_mm, row_mm, col_mm = volume.spacing
     st.markdown(
-        f"**{volume.name}** &nbsp;·&nbsp; {s} sagittal slices of {h} × {w} px "
+        f"**{inputs.plain(volume.name)}** &nbsp;·&nbsp; {s} sagittal slices of {h} × {w} px "
         f"&nbsp;·&nbsp; voxel {slice_mm:.2g} × {row_mm:.2g} × {col_mm:.2g} mm "
         f"(slice × row × column) &nbsp;·&nbsp; orientation {volume.orientation}"
     )
     dicom = getattr(volume, "dicom", None)
     if dicom is not None:  # description and date only: never the patient's name
-        st.caption(f"DICOM {dicom.info.label}")
+        st.text(f"DICOM {dicom.info.label}")  # header text: shown as text, not Markdown
     for warning in getattr(volume, "geometry_warnings", []):
-        st.warning(warning)
+        st.warning(inputs.plain(warning) if dicom is not None else warning)
     problem = sagittal_problem(volume)
     if problem:
         st.error(f"This scan cannot be segmented: {problem}")
+
+
+def dicom_series() -> None:
+    """The series of the DICOM input: a table, and the choice in the sidebar."""
+    study = state.get("study")
+    if study is None:
+        return
+    keys, index = inputs.series_choice(study)
+    labels = {info.key: info.label for info in study.series}
+    st.sidebar.selectbox(
+        "DICOM series", keys, index=index, format_func=labels.__getitem__,
+        key=f"series_{state.study_id}", on_change=load_chosen_series,
+        placeholder="No sagittal series: pick one to see why",
+        help="Preselected: the sagittal series most likely T2 (from the series description, "
+        "echo and repetition times). Axial and coronal series are listed but cannot be "
+        "segmented: the model is sagittal.",
+    )  # fmt: skip
+    with st.expander(f"{len(keys)} DICOM series found", expanded=len(keys) > 1):
+        st.dataframe(
+            inputs.series_rows(study), hide_index=True, width="stretch",
+            column_config=inputs.SERIES_COLUMNS,
+        )  # fmt: skip
+        st.caption(
+            "Shown: each series' description and date, never the patient's name. The DICOM "
+            "SEG carries the source's patient module, as the standard requires (it must match "
+            "the images it belongs to)."
+        )
 
 
 def segment_buttons(volume: Any) -> None:
@@ -243,7 +356,7 @@ def segment_buttons(volume: Any) -> None:
         with st.spinner(f"Segmenting slice {index}..."):
             result = guarded(
                 f"segmenting slice {index}",
-                lambda: get_segmenter().segment_slice(volume, index),
+                lambda: queued(lambda: get_segmenter().segment_slice(volume, index)),
             )
         if result is not None:
             state.slice_results[index] = result
@@ -256,9 +369,11 @@ def segment_buttons(volume: Any) -> None:
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Segmented {done} of {total} slices")
 
+        # The previous result and its downloads go first: never two label maps at once.
+        state.volume_result, state.files_memo = None, {}
         result = guarded(
             "segmenting the volume",
-            lambda: get_segmenter().segment_volume(volume, progress=progress),
+            lambda: queued(lambda: get_segmenter().segment_volume(volume, progress=progress)),
         )
         bar.empty()
         if result is not None:  # supersedes the single-slice results
@@ -333,14 +448,16 @@ def downloads(volume: Any, index: int, picture: Any, source: str, lowest: str) -
 def main() -> None:
     st.title("SpineSeg")
     st.caption("Find and outline every vertebra in a sagittal spine MRI (Mask R-CNN).")
+    st.caption(RESEARCH_ONLY)
     sidebar_inputs()
+    dicom_series()
     if state.get("load_error"):
         st.error(state.load_error)
     volume = state.get("volume")
     if volume is None:
         st.info(
-            "Upload a sagittal spine MRI (NIfTI) in the sidebar, open a file on the server, "
-            "or press **Try an example scan**. Then segment one slice or the whole volume "
+            "Upload a sagittal spine MRI (NIfTI or DICOM) in the sidebar, open one on the "
+            "server, or press **Try an example scan**. Then segment one slice or the whole volume "
             "and download the label map, the overlay and the predictions."
         )
         sidebar_model()

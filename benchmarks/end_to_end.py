@@ -48,7 +48,7 @@ def demo_config(quick: bool) -> tuple[Any, str]:
     if quick:
         config = config.replace(IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, PRE_NMS_LIMIT=1000,
                                 POST_NMS_ROIS_INFERENCE=200)
-    return config.replace(GPU_COUNT=1, IMAGES_PER_GPU=1), source
+    return config.replace(IMAGES_PER_GPU=1), source
 
 
 def load_model(quick: bool) -> tuple[Any, dict[str, Any]]:

@@ -82,7 +82,7 @@ def our_config(backbone: str, size: int, batch: int) -> Any:
     depth = int(fields.get("TOP_DOWN_PYRAMID_SIZE", Config.TOP_DOWN_PYRAMID_SIZE))
     fields.setdefault("RPN_CONV_SHARED_CHANNELS", depth)  # torchvision's RPNHead width
     return Config(
-        NAME=f"bench_{backbone}", GPU_COUNT=1, IMAGES_PER_GPU=batch, NUM_CLASSES=NUM_CLASSES,
+        NAME=f"bench_{backbone}", IMAGES_PER_GPU=batch, NUM_CLASSES=NUM_CLASSES,
         IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size,
         PRE_NMS_LIMIT=pre_nms_total(size), POST_NMS_ROIS_INFERENCE=POST_NMS_ROIS,
         DETECTION_MAX_INSTANCES=DETECTIONS, DETECTION_MIN_CONFIDENCE=0.0,

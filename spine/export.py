@@ -10,11 +10,12 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from spine.config import WINDOW_PERCENTILES
 
 if TYPE_CHECKING:
     from spine.pipeline import SliceResult, VolumeResult
@@ -31,7 +32,7 @@ def slice_labels_nifti(volume: Volume, result: SliceResult) -> Any:
 
 def volume_labels_nifti(volume: Volume, result: VolumeResult) -> Any:
     """The volume's label map as a NIfTI image with the input's affine and axis order."""
-    return volume.labels_to_nifti(result.labels.astype(np.int16))
+    return volume.labels_to_nifti(result.labels)  # it picks the smallest integer type
 
 
 def measurements_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -45,7 +46,7 @@ def measurements_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> 
 
 
 def via_json(
-    volume: Volume, results: Sequence[SliceResult], sizes: dict[int, int] | None = None
+    volume: Volume, results: Iterable[SliceResult], sizes: dict[int, int] | None = None
 ) -> str:
     """Predictions as VIA 2 JSON (one image per slice, one polygon per vertebra), so they can
     be corrected in VIA. Regions carry the level ("vertebra") and the detection "score".
@@ -102,7 +103,9 @@ def level_color(position: int) -> tuple[float, float, float]:
     return PALETTE[position % len(PALETTE)]
 
 
-def percentile_window(volume: Volume, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+def percentile_window(
+    volume: Volume, low: float = WINDOW_PERCENTILES[0], high: float = WINDOW_PERCENTILES[1]
+) -> tuple[float, float]:
     """(window, level) that maps the volume's low..high intensity percentiles to black..white."""
     lo, hi = (float(v) for v in np.percentile(volume.data, [low, high]))
     if hi <= lo:
@@ -186,16 +189,6 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text to path through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def result_files(volume: Volume, result: SliceResult | VolumeResult) -> dict[str, tuple]:
     """The files a user takes away for a slice or volume result, ready for downloads.
 
@@ -204,6 +197,7 @@ def result_files(volume: Volume, result: SliceResult | VolumeResult) -> dict[str
     "via_zip" (that JSON plus the slice images it names, to open and correct in VIA) and
     "csv" (the measurement table).
     """
+    from spine.folders import label_map_name
     from spine.pipeline import SLICE_COLUMNS, VOLUME_COLUMNS, SliceResult, model_stack
     from spine.volume import nifti_bytes
 
@@ -211,13 +205,16 @@ def result_files(volume: Volume, result: SliceResult | VolumeResult) -> dict[str
     if isinstance(result, SliceResult):
         stem, columns = f"{name}_s{result.index:03d}", SLICE_COLUMNS
         label_img, slices = slice_labels_nifti(volume, result), [result]
+        indices = [result.index]
     else:
         stem, columns = name, VOLUME_COLUMNS
         label_img = volume_labels_nifti(volume, result)
-        present = np.flatnonzero(result.labels.any(axis=(1, 2)))
-        slices = [result.slice_result(int(i)) for i in present]
+        indices = np.flatnonzero(result.labels.any(axis=(1, 2))).tolist()
+        # One slice's masks at a time (via_json reads them once), not every slice's at once.
+        slices = (result.slice_result(i) for i in indices)
     stack = model_stack(volume)  # the slices as the model saw them, uint8 [S, H, W]
-    images = {r.index: png_bytes(stack[r.index]) for r in slices}
+    images = {i: png_bytes(stack[i]) for i in indices}
+    del stack
     via = via_json(volume, slices, {i: len(data) for i, data in images.items()})
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed
@@ -225,7 +222,7 @@ def result_files(volume: Volume, result: SliceResult | VolumeResult) -> dict[str
         for index, data in images.items():
             zf.writestr(slice_filename(name, index), data)
     return {
-        "labels": (nifti_bytes(label_img), f"{stem}_vertebrae.nii.gz", "application/gzip"),
+        "labels": (nifti_bytes(label_img), label_map_name(stem), "application/gzip"),
         "via": (via, f"{stem}_via.json", "application/json"),
         "via_zip": (archive.getvalue(), f"{stem}_via.zip", "application/zip"),
         "csv": (measurements_csv(result.measurements(), columns), f"{stem}_measurements.csv",

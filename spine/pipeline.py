@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spine import bundled
 from spine.errors import InvalidScanError, MissingWeightsError, SpineInputError
 
 if TYPE_CHECKING:
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "spineseg_demo.weights.h5"
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.toml"
+# The bundled model (package data, spine.bundled: weights/ and configs/ in a checkout).
+DEFAULT_WEIGHTS = bundled.demo_weights()
+DEFAULT_CONFIG = bundled.demo_config()
 # Environment variables that choose the model when no argument is given (tests, deployments).
 WEIGHTS_ENV = "SPINESEG_WEIGHTS"
 CONFIG_ENV = "SPINESEG_CONFIG"
@@ -45,6 +47,17 @@ SLICE_COLUMNS = ("level", "name_confidence", "score", "area_mm2", "height_mm", "
 VOLUME_COLUMNS = (
     "level", "name_confidence", "score", "volume_mm3", "height_mm", "slices", "name_note"
 )  # fmt: skip
+# What the measured columns mean, in the words the page (column help) and README use.
+MEASURE_HELP = {
+    "score": "Detection score, 0-1: how sure the network is that this outline is a vertebral "
+    "body (for a volume, its mean over the slices the body is on). It is not a probability "
+    "that the level name is right; that is the name confidence.",
+    "area_mm2": "Area of the body's mask on this slice.",
+    "height_mm": "Mean height of the body: its area / its anterior-posterior depth on the "
+    "slice (for a volume, on the slice where the body is largest), the depth measured along "
+    "the body's own axis; not the anterior, middle and posterior heights of a radiologist.",
+    "volume_mm3": "Voxels of the body times the voxel volume.",
+}
 # Below this name confidence a table row carries the naming note (the CSV says why).
 UNSURE_NAME = 0.5
 # What a user-chosen lowest level makes of the naming note and confidences.
@@ -112,9 +125,10 @@ class SliceResult:
 class VolumeResult:
     """Vertebral bodies linked through the volume, numbered top to bottom.
 
-    labels: int32 [S, H, W], 0 background, k the k-th body from the top (same body, same
-    label on every slice). levels: names of labels 1..N. scores: float32 [N], mean detection
-    score of each body over its slices. spacing: (slice_mm, row_mm, col_mm).
+    labels: uint16 [S, H, W] (int32 past 65535 tracks), 0 background, k the k-th body from
+    the top (same body, same label on every slice). levels: names of labels 1..N. scores:
+    float32 [N], mean detection score of each body over its slices. spacing: (slice_mm,
+    row_mm, col_mm).
     slice_scores: {slice index: float32 [N]} detection score of each body on that slice
     (0 where the body is absent), used for per-slice exports. name_confidence, naming_note,
     s1_evidence: as in SliceResult, per body (S1 evidence area-weighted over its slices).
@@ -143,12 +157,12 @@ class VolumeResult:
 
     def slice_result(self, index: int) -> SliceResult:
         """The bodies present on one slice as a SliceResult (labels keep their volume order)."""
-        label_slice = self.labels[index]
-        ids = np.unique(label_slice)
-        ids = ids[ids > 0].astype(np.int32)  # bodies on this slice, top to bottom
-        present = ids.tolist()
-        masks = label_slice[..., None] == ids[None, None, :]  # [H, W, n]
-        boxes = boxes_from_masks(masks)
+        from mrcnn.utils import extract_bboxes
+        from spine.volume import label_instances
+
+        masks, ids = label_instances(self.labels[index])  # [H, W, n], bodies top to bottom
+        present = ids.astype(np.int32).tolist()
+        boxes = extract_bboxes(masks)
         scores = self.slice_scores.get(index, self.scores)
         return SliceResult(
             index=index,
@@ -169,11 +183,12 @@ class VolumeResult:
         """One row per body: level, score, volume_mm3, height_mm (on its largest slice), slices."""
         slice_mm, row_mm, col_mm = self.spacing
         n = self.count
-        voxels = np.bincount(self.labels.ravel(), minlength=n + 1)[1:]  # [N]
         # Area of every body on every slice: [S, N]; the largest slice is its mid-body slice.
+        # Slice by slice: np.bincount of the whole map would make an int64 copy of it.
         per_slice = np.stack(
             [np.bincount(s.ravel(), minlength=n + 1)[1 : n + 1] for s in self.labels]
         )
+        voxels = per_slice.sum(axis=0)  # [N]
         rows = []
         for k in range(1, n + 1):
             best = int(np.argmax(per_slice[:, k - 1]))
@@ -270,7 +285,7 @@ def load_segmenter(
         raise MissingWeightsError(missing_weights_message(weights_path))
     cfg = load_model_config(config_src, weights_path)
     # Inference: one image per step; detect() batches any number of slices internally.
-    cfg = cfg.replace(GPU_COUNT=1, IMAGES_PER_GPU=1)
+    cfg = cfg.replace(IMAGES_PER_GPU=1)
 
     from mrcnn.model import MaskRCNN
 
@@ -306,12 +321,11 @@ class Segmenter:
 
         stack: the volume already windowed by model_stack (computed here when None).
         """
-        from spine.config import uses_neighbours
-        from spine.volume import slice_channels
+        from spine.model_input import ModelInput
 
-        stack = model_stack(volume) if stack is None else stack
-        neighbours = uses_neighbours(self.config)
-        images = [slice_channels(stack, i, neighbours) for i in indices]  # [H, W, 3] each
+        model_input = ModelInput.of(self.config)
+        stack = model_input.stack(volume.data) if stack is None else stack
+        images = [model_input.image(stack, i) for i in indices]  # [H, W, 3] each
         with self._lock:
             return self.model.detect(images, verbose=0)
 
@@ -346,33 +360,93 @@ class Segmenter:
         from spine.volume import check_sagittal
 
         check_sagittal(volume)
+        check_segment_size(volume)
         total = volume.num_slices
-        stack = model_stack(volume)
-        per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        stack = model_stack(volume, self.config)
+        # Each batch's masks go straight into the label map (SliceLinker), so memory is one
+        # label map plus one batch, whatever the number of slices.
+        linker = SliceLinker(volume.data.shape)
         raw: list[tuple[np.ndarray, np.ndarray]] = []
         if progress:
             progress(0, total)
         for start in range(0, total, batch):
             indices = list(range(start, min(start + batch, total)))
             for detection in self.detect_slices(volume, indices, stack):
-                per_slice.append(clean_detections(detection, min_score))
+                linker.add(*clean_detections(detection, min_score))
                 if keep_detections:
                     raw.append(clean_detections(detection)[:2])
             if progress:
                 progress(indices[-1] + 1, total)
-        result = link_slices(per_slice, volume.data.shape, volume.spacing)
+        del stack
+        result = linker.result(volume.spacing)
         return replace(result, detections=raw) if keep_detections else result
 
 
-def model_stack(volume: Volume) -> np.ndarray:
-    """The volume as the model sees it: uint8 [S, H, W], one percentile window per volume.
+# ----------------------------------------------------------------------------- queueing
+SLOTS_ENV = "SPINESEG_SEGMENTATIONS"  # how many segmentations the page runs at once
+DEFAULT_SLOTS = 1
 
-    The same windowing the training slices got (spine.volume.export_slices), so the model
-    sees what it learnt from.
-    """
-    from spine.volume import window_percentile
 
-    return window_percentile(volume.data, 0.5, 99.5)
+class WorkSlots:
+    """At most `size` segmentations at a time (a threading.BoundedSemaphore); the others
+    wait their turn, and are told how many are ahead of them (running or waiting)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, int(size))
+        self._slots = threading.BoundedSemaphore(self.size)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.waiting = 0
+
+    @contextmanager
+    def slot(
+        self, on_wait: Callable[[int], None] | None = None, poll: float = 0.5
+    ) -> Iterator[None]:
+        """Hold one slot for the block. While none is free, on_wait(ahead) is called every
+        `poll` seconds with the number of other segmentations ahead (running or waiting),
+        so the page can say so (and Streamlit can stop a run whose session went away)."""
+        with self._lock:
+            self.waiting += 1
+        try:
+            free = self._slots.acquire(blocking=False)
+            while not free:
+                if on_wait is not None:
+                    with self._lock:  # everyone else who holds or wants a slot
+                        others = self.running + self.waiting - 1
+                    on_wait(max(others, 1))
+                free = self._slots.acquire(timeout=poll)
+        finally:
+            with self._lock:
+                self.waiting -= 1
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+            self._slots.release()
+
+
+def _slots_from_env() -> int:
+    text = os.environ.get(SLOTS_ENV, "")
+    try:
+        return max(1, int(text)) if text.strip() else DEFAULT_SLOTS
+    except ValueError:
+        logger.warning("%s=%r is not a number; using %d", SLOTS_ENV, text, DEFAULT_SLOTS)
+        return DEFAULT_SLOTS
+
+
+# The page's queue: one per server process (this module is imported once; app.py is re-run).
+PAGE_SLOTS = WorkSlots(_slots_from_env())
+
+
+def model_stack(volume: Volume, config: Config | None = None) -> np.ndarray:
+    """The volume as the model sees it: uint8 [S, H, W], one percentile window per volume
+    (spine.model_input.ModelInput, the definition training used too)."""
+    from spine.model_input import ModelInput
+
+    return ModelInput.of(config).stack(volume.data)
 
 
 # ----------------------------------------------------------------------------- detections
@@ -405,19 +479,6 @@ def masks_to_labels(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
     for k in np.argsort(scores, kind="stable"):  # ascending: the best is painted last
         labels[masks[..., k]] = k + 1
     return labels
-
-
-def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
-    """bool [H, W, N] -> int32 [N, (y1, x1, y2, x2)], y2/x2 exclusive; zeros for empty masks."""
-    n = masks.shape[-1]
-    boxes = np.zeros([n, 4], dtype=np.int32)
-    rows = masks.any(axis=1)  # [H, N]
-    cols = masks.any(axis=0)  # [W, N]
-    for k in range(n):
-        ys, xs = np.flatnonzero(rows[:, k]), np.flatnonzero(cols[:, k])
-        if ys.size:
-            boxes[k] = (ys[0], xs[0], ys[-1] + 1, xs[-1] + 1)
-    return boxes
 
 
 def body_height_mm(mask: np.ndarray, row_mm: float, col_mm: float) -> float:
@@ -453,6 +514,7 @@ def build_slice_result(
 ) -> SliceResult:
     """Order instances top to bottom, name them from the S1 evidence (spine.levels), and
     compute their boxes. s1: S1-class score per instance [n] (None: no S1 class)."""
+    from mrcnn.utils import extract_bboxes
     from spine.levels import centroids, name_from_evidence, order_top_to_bottom
 
     order = order_top_to_bottom(masks)
@@ -462,7 +524,7 @@ def build_slice_result(
     return SliceResult(
         index=index,
         masks=masks,
-        boxes=boxes_from_masks(masks),
+        boxes=extract_bboxes(masks),
         scores=scores.astype(np.float32),
         levels=naming.names,
         spacing=(float(spacing[0]), float(spacing[1])),
@@ -489,80 +551,141 @@ def link_slices(
     to bottom by centroid row and named from their S1 evidence (spine.levels), each body's
     evidence being the area-weighted mean of its slices' S1 scores (central slices count most).
     """
-    from spine.levels import name_from_evidence
+    linker = SliceLinker(shape, min_iou, max_gap)
+    for entry in per_slice:
+        linker.add(*entry)
+    return linker.result(spacing)
 
-    num_slices, height, width = (int(v) for v in shape)
-    tracks = np.zeros([num_slices, height, width], dtype=np.int32)
-    memory = np.zeros([height, width], dtype=np.int32)  # last track seen at each pixel
-    age = np.zeros([height, width], dtype=np.int32)  # slices since then
-    score_of: dict[tuple[int, int], float] = {}  # (slice, track) -> detection score
-    s1_of: dict[tuple[int, int], float] = {}  # (slice, track) -> S1-class score
-    next_track = 1
-    for s, entry in enumerate(per_slice):
-        masks, scores = entry[0], entry[1]
-        s1 = entry[2] if len(entry) > 2 else np.zeros(len(scores), np.float32)
+
+# The largest scan segment_volume takes (voxels). Its memory beyond the scan itself
+# (4 bytes a voxel) is about 3 bytes a voxel (uint8 model input, uint16 label map) plus one
+# batch of slices; the percentile window needs a transient copy of the scan (np.percentile).
+MAX_SEGMENT_VOXELS = 512**3
+
+
+def check_segment_size(volume: Volume) -> None:
+    """Raise SpineInputError when volume has more voxels than MAX_SEGMENT_VOXELS."""
+    s, h, w = volume.data.shape
+    if s * h * w > MAX_SEGMENT_VOXELS:
+        raise InvalidScanError(
+            f"The scan has {s} x {h} x {w} = {s * h * w:,} voxels, more than the "
+            f"{MAX_SEGMENT_VOXELS:,} (512^3) a whole-volume segmentation takes. Segment "
+            "single slices, or crop or downsample the scan."
+        )
+
+
+class SliceLinker:
+    """link_slices one slice at a time: each slice's instances are written into the label
+    map as they come and only their per-slice sums are kept, so segmenting a volume holds
+    one label map (uint16 while the body count allows), never every slice's masks."""
+
+    def __init__(self, shape: Sequence[int], min_iou: float = 0.2, max_gap: int = 1) -> None:
+        num_slices, height, width = (int(v) for v in shape)
+        self.shape = (num_slices, height, width)
+        self.min_iou, self.max_gap = min_iou, max_gap
+        self.tracks = np.zeros(self.shape, dtype=np.uint16)  # [S, H, W] track ids, 0 none
+        self.memory = np.zeros([height, width], dtype=np.int32)  # last track at each pixel
+        self.age = np.zeros([height, width], dtype=np.int32)  # slices since then
+        self.rows = np.repeat(np.arange(height, dtype=np.float64), width)  # [H * W] row index
+        self.counts = np.zeros(1, np.int64)  # [tracks + 1] voxels of each track
+        self.row_sum = np.zeros(1, np.float64)  # [tracks + 1] sum of their row indices
+        # (slice, track) -> detection score, S1-class score, pixels of the track there.
+        self.score_of: dict[tuple[int, int], float] = {}
+        self.s1_of: dict[tuple[int, int], float] = {}
+        self.area_of: dict[tuple[int, int], int] = {}
+        self.next_track = 1
+        self.slice = 0
+
+    def add(self, masks: np.ndarray, scores: np.ndarray, s1: np.ndarray | None = None) -> None:
+        """The next slice's instances: masks bool [H, W, n], scores [n], s1 [n] (or None)."""
+        s = self.slice
+        if s >= self.shape[0]:
+            raise ValueError(f"more slices than the {self.shape[0]} of shape {self.shape}")
+        height, width = self.shape[1:]
+        s1 = np.zeros(len(scores), np.float32) if s1 is None else s1
         if masks.shape[-1] == 0:  # nothing found (whatever shape the empty array has)
             masks = np.zeros((height, width, 0), dtype=bool)
         inst = masks_to_labels(masks, scores)  # [H, W], instance k+1
-        assignment = match_instances(inst, memory, masks.shape[-1], min_iou)
-        lut = np.zeros(masks.shape[-1] + 1, dtype=np.int32)
+        assignment = match_instances(inst, self.memory, masks.shape[-1], self.min_iou)
+        lut = np.zeros(masks.shape[-1] + 1, dtype=np.int64)
+        new = []
         for k in range(masks.shape[-1]):
             if not np.any(inst == k + 1):
                 continue  # fully covered by a better instance
             if assignment.get(k + 1):
                 lut[k + 1] = assignment[k + 1]
             else:
-                lut[k + 1] = next_track
-                next_track += 1
-            score_of[(s, int(lut[k + 1]))] = float(scores[k])
-            s1_of[(s, int(lut[k + 1]))] = float(s1[k])
-        tracks[s] = lut[inst]
-        seen = tracks[s] > 0
-        memory = np.where(seen, tracks[s], memory)
-        age = np.where(seen, 0, age + 1)
-        memory[age > max_gap] = 0
+                lut[k + 1] = self.next_track
+                self.next_track += 1
+            new.append((int(lut[k + 1]), float(scores[k]), float(s1[k])))
+        if self.next_track > np.iinfo(self.tracks.dtype).max:  # more bodies than uint16 holds
+            self.tracks = self.tracks.astype(np.int32)
+        plane = lut[inst]  # [H, W] track ids
+        self.tracks[s] = plane
+        flat = plane.ravel()
+        counts = np.bincount(flat, minlength=self.next_track)
+        row_sum = np.bincount(flat, weights=self.rows, minlength=self.next_track)
+        grow = self.next_track - len(self.counts)
+        if grow > 0:
+            self.counts = np.concatenate([self.counts, np.zeros(grow, np.int64)])
+            self.row_sum = np.concatenate([self.row_sum, np.zeros(grow)])
+        self.counts += counts
+        self.row_sum += row_sum
+        for track, score, s1_score in new:
+            self.score_of[(s, track)] = score
+            self.s1_of[(s, track)] = s1_score
+            self.area_of[(s, track)] = int(counts[track])
+        seen = plane > 0
+        self.memory = np.where(seen, plane, self.memory).astype(np.int32)
+        self.age = np.where(seen, 0, self.age + 1)
+        self.memory[self.age > self.max_gap] = 0
+        self.slice += 1
 
-    # Renumber top to bottom: centroid row of every track over the whole volume.
-    n = next_track - 1
-    counts = np.bincount(tracks.ravel(), minlength=n + 1)[1:]
-    row_index = np.broadcast_to(np.arange(height)[None, :, None], tracks.shape)
-    row_sum = np.bincount(tracks.ravel(), weights=row_index.ravel(), minlength=n + 1)[1:]
-    alive = np.flatnonzero(counts > 0) + 1  # track ids with voxels
-    order = alive[np.argsort(row_sum[alive - 1] / counts[alive - 1], kind="stable")]
-    relabel = np.zeros(n + 1, dtype=np.int32)
-    relabel[order] = np.arange(1, len(order) + 1)
-    labels = relabel[tracks]
+    def result(self, spacing: Sequence[float]) -> VolumeResult:
+        """The bodies, renumbered top to bottom by centroid row and named (see link_slices).
 
-    count = len(order)
-    slice_scores: dict[int, np.ndarray] = {}
-    sums, hits = np.zeros(count), np.zeros(count)
-    s1_sums, areas = np.zeros(count), np.zeros(count)
-    # Pixels of each body on each slice [S, N+1] (column 0 background), counted once.
-    slice_areas = np.stack([np.bincount(sl.ravel(), minlength=count + 1) for sl in labels])
-    for (s, track), score in score_of.items():
-        k = relabel[track] - 1
-        if k < 0:
-            continue
-        slice_scores.setdefault(s, np.zeros(count, np.float32))[k] = score
-        sums[k] += score
-        hits[k] += 1
-        area = float(slice_areas[s, k + 1])
-        s1_sums[k] += area * s1_of[(s, track)]
-        areas[k] += area
-    mean_scores = (sums / np.maximum(hits, 1)).astype(np.float32)
-    s1_evidence = (s1_sums / np.maximum(areas, 1.0)).astype(np.float32)
-    rows = row_sum[order - 1] / counts[order - 1] if count else np.zeros(0)
-    naming = name_from_evidence(rows, s1_evidence)
-    return VolumeResult(
-        labels=labels,
-        levels=naming.names,
-        scores=mean_scores,
-        spacing=tuple(float(v) for v in spacing),
-        slice_scores=slice_scores,
-        name_confidence=naming.confidence,
-        naming_note=naming.note,
-        s1_evidence=s1_evidence,
-    )
+        The label map is relabelled in place: the linker is spent afterwards.
+        """
+        from spine.levels import name_from_evidence
+
+        n = self.next_track - 1
+        counts, row_sum = self.counts[1 : n + 1], self.row_sum[1 : n + 1]
+        alive = np.flatnonzero(counts > 0) + 1  # track ids with voxels
+        order = alive[np.argsort(row_sum[alive - 1] / counts[alive - 1], kind="stable")]
+        relabel = np.zeros(n + 1, dtype=self.tracks.dtype)
+        relabel[order] = np.arange(1, len(order) + 1)
+        labels = self.tracks
+        for s in range(labels.shape[0]):  # in place, a slice at a time (no second map)
+            labels[s] = relabel[labels[s]]
+
+        count = len(order)
+        slice_scores: dict[int, np.ndarray] = {}
+        sums, hits = np.zeros(count), np.zeros(count)
+        s1_sums, areas = np.zeros(count), np.zeros(count)
+        for (s, track), score in self.score_of.items():
+            k = int(relabel[track]) - 1
+            if k < 0:
+                continue
+            slice_scores.setdefault(s, np.zeros(count, np.float32))[k] = score
+            sums[k] += score
+            hits[k] += 1
+            area = float(self.area_of[(s, track)])
+            s1_sums[k] += area * self.s1_of[(s, track)]
+            areas[k] += area
+        mean_scores = (sums / np.maximum(hits, 1)).astype(np.float32)
+        s1_evidence = (s1_sums / np.maximum(areas, 1.0)).astype(np.float32)
+        rows = row_sum[order - 1] / counts[order - 1] if count else np.zeros(0)
+        naming = name_from_evidence(rows, s1_evidence)
+        return VolumeResult(
+            labels=labels,
+            levels=naming.names,
+            scores=mean_scores,
+            spacing=tuple(float(v) for v in spacing),
+            slice_scores=slice_scores,
+            name_confidence=naming.confidence,
+            naming_note=naming.note,
+            s1_evidence=s1_evidence,
+        )
 
 
 def match_instances(
@@ -600,14 +723,15 @@ def match_instances(
 
 
 # ----------------------------------------------------------------------------- scans in
-EXAMPLES_DIR = REPO_ROOT / "examples"
+EXAMPLES_DIR = bundled.examples_dir()  # package data (examples/ in a checkout)
 DATA_DIR_ENV = "SPINE_DATA_DIR"
 EXAMPLE_PHANTOM_SEED = 7
 EXAMPLE_PHANTOM_NAME = "phantom_example"
 
 
-def resolve_data_path(text: str, root: str | Path | None = None) -> Path:
-    """A typed path -> a file inside the server's data folder ($SPINE_DATA_DIR).
+def resolve_data_path(text: str, root: str | Path | None = None, *, folders: bool = False) -> Path:
+    """A typed path -> a file (or, with folders=True, a folder: a DICOM series or study)
+    inside the server's data folder ($SPINE_DATA_DIR).
 
     Relative paths are taken inside the folder. A path outside it (also through '..' or a
     symlink), or any path when no folder is configured, raises SpineInputError: the server
@@ -621,25 +745,31 @@ def resolve_data_path(text: str, root: str | Path | None = None) -> Path:
         )
     text = text.strip()
     if not text:
-        raise SpineInputError("Type the path of a .nii or .nii.gz file.")
+        raise SpineInputError(
+            "Type the path of a .nii or .nii.gz file"
+            + (", a DICOM folder or a .zip of one." if folders else ".")
+        )
     base = Path(root).expanduser().resolve()
     path = (base / Path(text).expanduser()).resolve()
     if not path.is_relative_to(base):
         raise SpineInputError(
-            f"{text} is outside the data folder {base}; only files inside it can be opened."
+            "That path is outside the data folder of this server; only files inside it can "
+            "be opened (type a path relative to it)."  # neither folder nor text echoed
         )
-    if not path.is_file():
-        raise SpineInputError(f"No such file in the data folder: {path.relative_to(base)}")
+    if not (path.is_file() or (folders and path.is_dir())):
+        what = "file or folder" if folders else "file"
+        raise SpineInputError(f"No such {what} in the data folder: {path.relative_to(base)}")
     return path
 
 
 def example_scan() -> Volume:
     """The example scan: the first examples/*.nii.gz (a real scan, with its citation beside
     it) if bundled, otherwise a synthetic phantom with a fixed seed."""
+    from spine.folders import is_label_map
     from spine.volume import load_volume
 
     for path in sorted(EXAMPLES_DIR.glob("*.nii.gz")):
-        if not path.name.endswith("_vertebrae.nii.gz"):
+        if not is_label_map(path):
             return load_volume(path)
     from spine.phantom import make_phantom
     from spine.volume import volume_from_nifti

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from spine.errors import SpineInputError
+from spine.folders import is_label_map, is_nifti
 from spine.levels import SPINE_LEVELS
 
 if TYPE_CHECKING:
@@ -54,9 +55,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCAN_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".zip", ".dcm", ".dicom", ".ima")  # a file read as DICOM (a folder too)
-LABEL_SUFFIXES = ("_vertebrae.nii", "_vertebrae.nii.gz")
 MANIFEST = "manifest.json"  # in every result folder; its presence marks a complete set
 TEMP_PREFIX = ".spine-segment-tmp-"  # + HOST-PID-random: every temporary folder we make
 FOREIGN_TEMP_MAX_AGE_S = 24 * 3600  # another host's temp folder older than this is a leftover
@@ -79,8 +78,8 @@ def find_scans(inputs: Sequence[str | Path]) -> list[Path]:
                 p
                 for p in item.iterdir()
                 if p.is_file()
-                and p.name.endswith(SCAN_SUFFIXES)
-                and not p.name.endswith(LABEL_SUFFIXES)
+                and is_nifti(p)
+                and not is_label_map(p)
             )
             if not found and folder_has_dicom(item):
                 found = [item]
@@ -202,7 +201,7 @@ def is_dicom_input(path: Path) -> bool:
     zip or DICM magic."""
     from spine.volume import is_dicom_source
 
-    return not path.name.endswith(SCAN_SUFFIXES) and path.exists() and (
+    return not is_nifti(path) and path.exists() and (
         path.is_dir() or is_dicom_source(path, path.name)
     )  # fmt: skip
 
@@ -233,19 +232,21 @@ def input_sha256(path: Path) -> str:
 def write_results(volume: Any, result: Any, folder: Path) -> None:
     """Write one scan's label map, slice images, VIA JSON and measurements CSV into folder,
     and NAME_seg.dcm (DICOM SEG of the bodies) when the scan was read from DICOM."""
+    from mrcnn.atomic import write_bytes_atomic
     from spine import export
+    from spine.folders import label_map_name
     from spine.pipeline import VOLUME_COLUMNS
     from spine.volume import export_slices, save_nifti
 
     name = volume.name
-    save_nifti(export.volume_labels_nifti(volume, result), folder / f"{name}_vertebrae.nii.gz")
+    save_nifti(export.volume_labels_nifti(volume, result), folder / label_map_name(name))
     slices = [i for i in range(volume.num_slices) if result.labels[i].any()]
     images = export_slices(volume, folder / f"{name}_slices", indices=slices)
     sizes = {i: png.stat().st_size for i, png in zip(slices, images, strict=True)}
-    via = export.via_json(volume, [result.slice_result(i) for i in slices], sizes)
-    export.write_text_atomic(folder / f"{name}_via.json", via)
+    via = export.via_json(volume, (result.slice_result(i) for i in slices), sizes)  # one at a time
+    write_bytes_atomic(folder / f"{name}_via.json", via)
     csv_text = export.measurements_csv(result.measurements(), VOLUME_COLUMNS)
-    export.write_text_atomic(folder / f"{name}_measurements.csv", csv_text)
+    write_bytes_atomic(folder / f"{name}_measurements.csv", csv_text)
     if getattr(volume, "dicom", None) is not None and result.count:
         from spine.dicom_seg import segmentation_bytes  # DICOM input: a SEG on its frames
 
@@ -398,7 +399,8 @@ def describe_model(segmenter: Segmenter, config_path: Path | None = None) -> dic
     return {
         "weights": os.path.abspath(weights) if weights else None,
         "config": os.path.abspath(config_path) if isinstance(config_path, Path) else None,
-        "config_name": getattr(segmenter.config, "NAME", None),
+        # A Segmenter built around a stand-in model (tests' oracle) carries no config.
+        "config_name": segmenter.config.NAME if segmenter.config is not None else None,
     }
 
 
@@ -418,13 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="out", type=Path, help="output folder (default: out)")
     parser.add_argument(
         "--weights", default=None,
-        help="model weights .h5 (default: $SPINESEG_WEIGHTS, else "
+        help="model weights .h5 (default: $SPINESEG_WEIGHTS, else the bundled "
         "weights/spineseg_demo.weights.h5)",
     )  # fmt: skip
     parser.add_argument(
         "--config", default=None,
-        help="config TOML the weights were trained with (default: $SPINESEG_CONFIG, else "
-        "configs/demo.toml)",
+        help="config TOML the weights were trained with (default: $SPINESEG_CONFIG, else the "
+        "bundled configs/demo.toml)",
     )  # fmt: skip
     parser.add_argument(
         "--lowest", default=None, choices=SPINE_LEVELS, metavar="LEVEL",
@@ -436,32 +438,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="for DICOM inputs: the series to segment (default: the sagittal series most "
         "likely T2)",
     )  # fmt: skip
+    from spine.cli import add_verbose
+
+    add_verbose(parser)
     return parser
+
+
+def check_scan(path: Path) -> str | None:
+    """Why a scan cannot be read, from the file system alone (None when it may be): checked
+    for every input before the model is loaded."""
+    if not path.exists():
+        return "No such file or folder"
+    if path.is_dir():  # find_scans keeps only folders with DICOM files
+        return None if os.access(path, os.R_OK | os.X_OK) else "folder not readable"
+    if not os.access(path, os.R_OK):
+        return "file not readable (permissions)"
+    if not (is_nifti(path) or is_dicom_input(path)):
+        return "not a NIfTI (.nii, .nii.gz) or DICOM (.dcm, .zip, folder) input"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 all done, 2 some input failed,
-    130 interrupted)."""
+    130 interrupted). Every argument is checked before TensorFlow and the model load."""
+    from spine.cli import (
+        check_model_files,
+        check_output_folder,
+        fail,
+        quiet_tensorflow,
+        setup_logging,
+    )
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         scans = find_scans(args.inputs)
-        from spine.pipeline import load_segmenter, resolve_model_paths
-
-        segmenter = load_segmenter(args.weights, args.config)
-        model = describe_model(segmenter, resolve_model_paths(args.weights, args.config)[1])
+        check_output_folder(args.out)
+        check_model_files(args.weights, args.config)
+        if args.series is not None and not any(map(is_dicom_input, scans)):
+            raise SpineInputError("--series applies to DICOM inputs only, and none was given")
     except SpineInputError as exc:
-        sys.stderr.write(f"spine-segment: error: {exc}\n")
+        return fail("spine-segment", exc)
+    plan = result_dirs(scans, args.out)
+    done, failed = 0, []
+    for path, _ in plan:
+        problem = check_scan(path)
+        if problem is not None:
+            failed.append(path)
+            tqdm.write(f"spine-segment: error: {path}: {problem}", file=sys.stderr)
+    plan = [(path, target) for path, target in plan if path not in failed]
+    total = len(plan) + len(failed)
+    if not plan:
+        tqdm.write(f"0 of {total} scans segmented into {args.out}/")
         return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         remove_leftovers(args.out)
     except OSError as exc:
-        error = f"cannot create the output folder {args.out}: {exc}"
-        sys.stderr.write(f"spine-segment: error: {error}\n")
-        return 2
-    plan = result_dirs(scans, args.out)
-    done, failed = 0, []
+        return fail("spine-segment", f"cannot create the output folder {args.out}: {exc}")
+    try:
+        quiet_tensorflow(args.verbose)
+        from spine.pipeline import load_segmenter, resolve_model_paths
+
+        segmenter = load_segmenter(args.weights, args.config)
+        model = describe_model(segmenter, resolve_model_paths(args.weights, args.config)[1])
+    except SpineInputError as exc:
+        return fail("spine-segment", exc)
     try:
         for path, target in tqdm(plan, desc="scans", unit="scan", disable=len(plan) < 2):
             try:
@@ -483,11 +525,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     except KeyboardInterrupt:
         tqdm.write(
-            f"spine-segment: interrupted; {done} of {len(plan)} scans were segmented into "
+            f"spine-segment: interrupted; {done} of {total} scans were segmented into "
             f"{args.out}/", file=sys.stderr,
         )  # fmt: skip
         return 130
-    tqdm.write(f"{done} of {len(plan)} scans segmented into {args.out}/")
+    tqdm.write(f"{done} of {total} scans segmented into {args.out}/")
     return 2 if failed else 0
 
 

@@ -22,7 +22,6 @@ from spine.errors import AnnotationError
 
 logger = logging.getLogger(__name__)
 
-VIA_FILENAME = "via_region_data.json"  # the name the paper's training code expects
 CLASS_ATTRIBUTES = ("vertebra", "name", "level", "label", "class", "type")
 # VIA 3 shape codes (xy[0]).
 _VIA3_SHAPES = {1: "point", 2: "rect", 3: "circle", 4: "ellipse", 5: "polyline", 6: "polyline",
@@ -305,7 +304,7 @@ def masks_to_via_entry(
 
 def write_via(entries: list[dict[str, Any]], path: str | Path) -> Path:
     """Write VIA 2 export JSON (keys filename + size, as VIA does), atomically."""
-    from spine.volume import atomic_write
+    from mrcnn.atomic import atomic_write
 
     data = {f"{e['filename']}{e['size']}": e for e in entries}
     text = json.dumps(data, indent=None, separators=(",", ":"))

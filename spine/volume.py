@@ -15,12 +15,12 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import os
+import math
 import struct
-import tempfile
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,10 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as nio
 
+from mrcnn.atomic import atomic_write
+from spine.config import WINDOW_PERCENTILES
 from spine.errors import InvalidScanError
+from spine.folders import NIFTI_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ CANONICAL_AXCODES = ("R", "I", "P")
 MAX_VOXELS = 512**3  # a larger scan is almost certainly not a spine series
 MAX_IMAGE_PIXELS = 4096 * 4096  # a PNG slice larger than this is not an MR slice
 MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB of raw NIfTI (512^3 float64 plus header)
-NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+NIFTI_EXTENSIONS = NIFTI_SUFFIXES  # spelt once, in spine.folders
 
 
 def _fail(what: str, todo: str) -> InvalidScanError:
@@ -50,62 +53,102 @@ def _fail(what: str, todo: str) -> InvalidScanError:
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_source(source: str | Path | bytes | bytearray) -> tuple[bytes, str]:
-    """Path or bytes -> (raw bytes as stored, default name). Checks the path's extension."""
+@contextmanager
+def _open_source(source: str | Path | bytes | bytearray) -> Iterator[tuple[Any, str, int | None]]:
+    """Path or bytes -> (stream of the uncompressed NIfTI bytes, default name, their size).
+
+    Nothing is read here: a .nii.gz (gzip magic, whatever the name) is decompressed as it
+    is read, so only the bytes the header asks for are ever inflated (a gzip bomb costs
+    nothing); the size is None for gzip (unknown until read) and the file or buffer size
+    for plain data, which is refused above MAX_DECOMPRESSED_BYTES before it is read.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "upload"
-    path = Path(source)
-    name = path.name
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        raise _fail(
-            f"'{name}' is not a NIfTI file name (expected .nii or .nii.gz)",
-            "Convert the scan to NIfTI (e.g. with dcm2niix) and pass the .nii/.nii.gz file",
-        )
-    if not path.is_file():
-        raise _fail(f"No such file: {path}", "Check the path")
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
-    return path.read_bytes(), stem
-
-
-def _read_capped(stream: io.BufferedIOBase, limit: int, chunk: int = 16 << 20) -> bytes:
-    """Read to EOF or `limit` bytes in chunks (gz.read(limit) reserves `limit` bytes up front)."""
-    parts, size = [], 0
-    while size < limit:
-        part = stream.read(min(chunk, limit - size))
-        if not part:
-            break
-        parts.append(part)
-        size += len(part)
-    return b"".join(parts)
-
-
-def _decompress(raw: bytes) -> bytes:
-    """Gunzip if the bytes start with the gzip magic; cap the decompressed size."""
-    if raw[:2] != b"\x1f\x8b":
-        if len(raw) > MAX_DECOMPRESSED_BYTES:
+        raw, default_name = io.BytesIO(source), "upload"  # shares the bytes (no copy)
+        size = len(source)
+    else:
+        path = Path(source)
+        name = path.name
+        if not (name.endswith(".nii") or name.endswith(".nii.gz")):
             raise _fail(
-                f"The file is larger than {MAX_DECOMPRESSED_BYTES / 2**20:.0f} MiB",
+                f"'{name}' is not a NIfTI file name (expected .nii or .nii.gz)",
+                "Pass a .nii/.nii.gz file, or DICOM (a folder of the series, a .zip or .dcm)",
+            )
+        if not path.is_file():
+            raise _fail(f"No such file: {name}", "Check the path")
+        default_name = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[:-4]
+        raw, size = open(path, "rb"), path.stat().st_size  # noqa: SIM115 (closed below)
+    with raw:
+        if size == 0:
+            raise _fail("The file is empty", "Upload a .nii or .nii.gz scan")
+        compressed = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if compressed:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                yield gz, default_name, None
+            return
+        if size > MAX_DECOMPRESSED_BYTES:  # checked on the size, before reading
+            raise _fail(
+                f"The file is larger than {MAX_DECOMPRESSED_BYTES / 2**20:.0f} MiB "
+                f"({size / 2**20:.0f} MiB)",
                 "Crop or downsample the scan",
             )
-        return raw
+        yield raw, default_name, size
+
+
+# Header and extensions (everything before the voxels) larger than this are not a scan's.
+MAX_HEADER_BYTES = 16 << 20
+
+
+def _header_rest(klass: type, head: bytes, stream: Any) -> bytes:
+    """The bytes after `head` up to the header's vox_offset (the extensions), read from
+    stream; refused beyond MAX_HEADER_BYTES (nibabel would read what an extension claims)."""
+    size = klass.header_class.template_dtype.itemsize
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
-            out = _read_capped(gz, MAX_DECOMPRESSED_BYTES + 1)
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        offset = float(klass.header_class(head[:size], check=False)["vox_offset"])
+    except Exception as exc:  # nibabel raises many types on bad headers
+        raise _fail(f"The NIfTI header is invalid ({exc})", "Re-export the scan") from None
+    if not np.isfinite(offset) or offset > MAX_HEADER_BYTES:
         raise _fail(
-            f"The gzip data is truncated or corrupt ({exc})",
-            "Upload the complete .nii.gz file again (the transfer may have been cut off)",
-        ) from None
-    if len(out) > MAX_DECOMPRESSED_BYTES:
-        raise _fail(
-            f"The scan decompresses to more than {MAX_DECOMPRESSED_BYTES / 2**20:.0f} MiB",
-            "Crop or downsample the scan",
+            f"The NIfTI header puts the voxels at byte {offset:g}, past the "
+            f"{MAX_HEADER_BYTES >> 20} MiB a header and its extensions may take",
+            "Re-export the scan (the header is corrupt)",
         )
-    return out
+    return stream.read(max(0, int(offset) - len(head)))
 
 
-def _parse_nifti(raw: bytes) -> nib.Nifti1Image:
-    """Uncompressed single-file NIfTI-1/2 bytes -> image (header checked before data is read)."""
+def _read_voxels(klass: type, stream: Any) -> nib.Nifti1Image:
+    """An in-memory image from a stream of NIfTI bytes: the voxels are read once, straight
+    into their array (from a GzipFile as they are inflated: no copy of the file is kept)."""
+    stream.seek(0)
+    holder = nib.FileHolder(fileobj=stream)
+    proxy = klass.from_file_map({"header": holder, "image": holder}, mmap=False)
+    try:
+        data = np.asanyarray(proxy.dataobj)  # applies scl_slope/scl_inter as nibabel does
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise _gzip_error(exc) from None
+    except OSError as exc:  # a short read: fewer voxels than the header's dimensions
+        raise _fail(
+            f"The NIfTI file is truncated ({exc})".replace("\n", " "),
+            "Upload the complete file again",
+        ) from None
+    # As nibabel's from_file_map does: no affine at construction, so the header passes
+    # through unmodified (a NaN affine would otherwise be "fixed" into it), then the header's.
+    img = klass(data, None, proxy.header)
+    img._affine = proxy.affine
+    return img
+
+
+def _gzip_error(exc: Exception) -> InvalidScanError:
+    return _fail(
+        f"The gzip data is truncated or corrupt ({exc})",
+        "Upload the complete .nii.gz file again (the transfer may have been cut off)",
+    )
+
+
+def _parse_nifti(stream: Any, available: int | None = None) -> nib.Nifti1Image:
+    """A stream of uncompressed single-file NIfTI-1/2 bytes -> in-memory image. The header
+    is checked before any voxel is read; available: the stream's size, when known."""
+    raw = stream.read(540)  # the header (NIfTI-1: 348 bytes, NIfTI-2: 540)
     if len(raw) < 348:
         raise _fail(
             f"The data is too short to be NIfTI ({len(raw)} bytes)",
@@ -129,40 +172,58 @@ def _parse_nifti(raw: bytes) -> nib.Nifti1Image:
     else:
         raise _fail(
             "The file is not NIfTI (no NIfTI header found)",
-            "Upload a .nii or .nii.gz scan; convert DICOM with dcm2niix first",
+            "Upload a .nii or .nii.gz scan, or DICOM (the .dcm files of a series or a .zip)",
         )
+    raw += _header_rest(klass, raw, stream)  # the extensions, up to the voxels
     try:
         header = klass.header_class.from_fileobj(io.BytesIO(raw))
         shape = tuple(int(s) for s in header.get_data_shape())
     except Exception as exc:  # nibabel raises many types on bad headers
         raise _fail(f"The NIfTI header is invalid ({exc})", "Re-export the scan") from None
-    nvox = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    if len(shape) >= 3 and int(np.prod(shape[:3], dtype=np.int64)) > MAX_VOXELS:
+    if any(s < 0 for s in shape):
+        raise _fail(f"The NIfTI header has a negative dimension {shape}", "Re-export the scan")
+    # Exact Python-int products: NIfTI-2 dimensions are int64, and np.prod wraps around
+    # (2^40 cubed is 0 mod 2^64), which let absurd headers past these checks to fail deep
+    # inside nibabel with an OverflowError.
+    nvox = math.prod(shape) if shape else 0
+    if len(shape) >= 3 and math.prod(shape[:3]) > MAX_VOXELS:
         raise _fail(
             f"The scan is too large ({'x'.join(map(str, shape[:3]))} voxels, limit 512^3)",
             "Crop or downsample it",
         )
     needed = int(header.get_data_offset()) + nvox * header.get_data_dtype().itemsize
-    if len(raw) < needed:
+    if needed > MAX_DECOMPRESSED_BYTES:  # e.g. a huge 4th dimension: no file this big is read
         raise _fail(
-            f"The NIfTI file is truncated ({len(raw)} of {needed} bytes)",
+            f"The NIfTI header's dimensions {'x'.join(map(str, shape))} describe "
+            f"{needed / 2**20:.0f} MiB of voxels, more than the "
+            f"{MAX_DECOMPRESSED_BYTES / 2**20:.0f} MiB limit (a corrupt header or a scan "
+            "far too large)",
+            "Re-export the scan, or crop or downsample it",
+        )
+    if available is not None and available < needed:  # known before reading the voxels
+        raise _fail(
+            f"The NIfTI file is truncated ({available} of {needed} bytes)",
             "Upload the complete file again",
         )
     try:
-        return _keep_raw_pixdim(klass.from_bytes(raw), raw)
+        return _keep_raw_pixdim(_read_voxels(klass, stream), raw)
+    except InvalidScanError:
+        raise
     except Exception as exc:
         raise _fail(f"The NIfTI file cannot be read ({exc})", "Re-export the scan") from None
 
 
 def _read_nifti(source: str | Path | bytes) -> tuple[nib.Nifti1Image, str]:
-    raw, default_name = _read_source(source)
-    if not raw:
-        raise _fail("The file is empty", "Upload a .nii or .nii.gz scan")
-    return _parse_nifti(_decompress(raw)), default_name
+    with _open_source(source) as (stream, default_name, available):
+        try:
+            return _parse_nifti(stream, available), default_name
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # reading the header
+            raise _gzip_error(exc) from None
 
 
-def _as_3d(img: nib.Nifti1Image, what: str = "scan") -> np.ndarray:
-    """Image -> float32 3D array in the file's voxel layout (first volume of 4D data)."""
+def _as_3d(img: nib.Nifti1Image, what: str = "scan", notes: list[str] | None = None) -> np.ndarray:
+    """Image -> float32 3D array in the file's voxel layout (first volume of 4D data, said in
+    notes when given: a user should be told)."""
     dtype = img.get_data_dtype()
     if dtype.kind == "c" or dtype.names is not None:
         raise _fail(f"The {what} has {dtype} voxels (complex or RGB)", "Export a magnitude image")
@@ -181,6 +242,8 @@ def _as_3d(img: nib.Nifti1Image, what: str = "scan") -> np.ndarray:
         msg = f"The {what} is {len(shape)}D {tuple(img.shape)}; using its first 3D volume"
         logger.warning(msg)
         warnings.warn(msg, stacklevel=3)
+        if notes is not None:
+            notes.append(msg)
         data = data.reshape(*data.shape[:3], -1)[..., 0]
     return np.asarray(data.reshape(shape[:3]), dtype=np.float32)
 
@@ -226,7 +289,8 @@ NO_ORIENTATION_WARNING = (
 
 def _keep_raw_pixdim(img: nib.Nifti1Image, raw: bytes) -> nib.Nifti1Image:
     """Record the voxel sizes (pixdim[1:4]) as stored in `raw`, before nibabel's fixes."""
-    header = type(img.header).from_fileobj(io.BytesIO(raw), check=False)
+    size = type(img.header).template_dtype.itemsize
+    header = type(img.header)(raw[:size], check=False)  # the binary header, as stored
     img.extra[_RAW_PIXDIM] = np.array(header["pixdim"][1:4], dtype=np.float64)
     return img
 
@@ -339,7 +403,8 @@ class Volume:
     data: float32 [S, H, W], S sagittal slices, rows superior->inferior, cols anterior->posterior.
     spacing: (slice_mm, row_mm, col_mm). affine/header/original_shape/orientation: the file's.
     orientation_known: False when the header has no orientation (qform and sform codes 0).
-    geometry_warnings: what the user should be told about the geometry (one sentence each).
+    geometry_warnings: what the user should be told about the scan as read: its geometry,
+        a 4D file's first volume used, NaN voxels replaced (one sentence each).
     """
 
     data: np.ndarray
@@ -373,10 +438,6 @@ class Volume:
     def canonical_affine(self) -> np.ndarray:
         """Affine of the display layout: display voxel (s, r, c) -> world (RAS mm)."""
         return self.affine @ nio.inv_ornt_aff(self.transform, self.original_shape)
-
-    def to_display(self, array: np.ndarray) -> np.ndarray:
-        """An array in the file's voxel layout [X, Y, Z, ...] -> display layout [S, H, W, ...]."""
-        return np.ascontiguousarray(nio.apply_orientation(array, self.transform))
 
     def to_original(self, array: np.ndarray) -> np.ndarray:
         """A display-layout array [S, H, W, ...] -> the file's voxel layout (exact inverse)."""
@@ -432,7 +493,8 @@ class Volume:
 
 def volume_from_nifti(img: nib.Nifti1Image, name: str = "scan") -> Volume:
     """An in-memory nibabel image -> checked Volume in display layout."""
-    data = _as_3d(img)
+    loaded: list[str] = []  # what reading changed (4D, NaN): said beside the geometry notes
+    data = _as_3d(img, notes=loaded)
     shape3 = tuple(int(s) for s in data.shape)
     finite = np.isfinite(data)
     if not finite.all():
@@ -442,7 +504,10 @@ def volume_from_nifti(img: nib.Nifti1Image, name: str = "scan") -> Volume:
         msg = f"{name}: {bad} NaN/inf voxels set to the smallest finite value"
         logger.warning(msg)
         warnings.warn(msg, stacklevel=2)
+        loaded.append(f"{bad} NaN/inf voxels were set to the smallest finite value (shown as "
+                      "background)")
         data = np.where(finite, data, data[finite].min()).astype(np.float32)
+    del finite  # a bool per voxel, not needed for the display-layout copy below
     if float(data.max()) == float(data.min()):
         raise _fail(
             f"The scan is constant (every voxel = {float(data.min()):g}); there is no image",
@@ -466,7 +531,7 @@ def volume_from_nifti(img: nib.Nifti1Image, name: str = "scan") -> Volume:
         original_shape=shape3,  # type: ignore[arg-type]
         transform=transform,
         orientation_known=known,
-        geometry_warnings=notes,
+        geometry_warnings=[*loaded, *notes],
     )
 
 
@@ -607,7 +672,9 @@ def load_label_map(source: str | Path | bytes | nib.Nifti1Image, like: Volume) -
 # ----------------------------------------------------------------------------- windowing
 
 
-def window_percentile(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+def window_percentile(
+    image: np.ndarray, low: float = WINDOW_PERCENTILES[0], high: float = WINDOW_PERCENTILES[1]
+) -> np.ndarray:
     """Any-shape intensities -> uint8, mapping the low..high percentiles to 0..255."""
     image = np.asarray(image, dtype=np.float32)
     lo, hi = np.percentile(image, [low, high]) if image.size else (0.0, 0.0)
@@ -615,7 +682,15 @@ def window_percentile(image: np.ndarray, low: float = 0.5, high: float = 99.5) -
         hi = lo + 1e-6 if image.size == 0 else float(image.max())
     if hi <= lo:
         return np.zeros(image.shape, np.uint8)
-    return _to_uint8((image - lo) / (hi - lo))
+    if image.ndim < 3:
+        return _to_uint8((image - lo) / (hi - lo))
+    # Slice by slice into the output: float temporaries of one chunk, not of the volume
+    # (a 512^3 scan would otherwise need ~2 GB of them); the same numbers either way.
+    out = np.empty(image.shape, np.uint8)
+    step = max(1, (1 << 20) // max(1, image[0].size))  # ~1 M voxels (4 MB of float32) a chunk
+    for start in range(0, image.shape[0], step):
+        out[start : start + step] = _to_uint8((image[start : start + step] - lo) / (hi - lo))
+    return out
 
 
 def window_level(image: np.ndarray, window: float, level: float) -> np.ndarray:
@@ -644,102 +719,24 @@ def slice_channels(stack: np.ndarray, index: int, neighbours: bool = False) -> n
     return np.stack([stack[i] for i in picks], axis=-1)
 
 
-# ----------------------------------------------------------------------------- network frame
-
-
-@dataclass(frozen=True)
-class SquareFrame:
-    """How a native [H, W] slice sits in a [size, size] network square (and back).
-
-    scale: resized / native; window: (y1, x1, y2, x2) of the image inside the square;
-    padding: [(top, bottom), (left, right), (0, 0)] as mrcnn.utils.resize_image returns it.
-    """
-
-    native_shape: tuple[int, int]
-    size: int
-    scale: float
-    window: tuple[int, int, int, int]
-    padding: tuple = ((0, 0), (0, 0), (0, 0))
-
-    def to_native(self, mask: np.ndarray, threshold: float | None = 0.5) -> np.ndarray:
-        """[size, size(, N)] mask/probabilities -> [H, W(, N)] on the native slice grid.
-
-        The window is cut out and resampled bilinearly to (H, W); bool output when threshold
-        is not None (so a mask made by to_square comes back where it was).
-        """
-        y1, x1, y2, x2 = self.window
-        crop = np.asarray(mask)[y1:y2, x1:x2].astype(np.float32)
-        out = _resize_stack(crop, self.native_shape, cv2.INTER_LINEAR)
-        return out >= threshold if threshold is not None else out
-
-    def to_square(self, mask: np.ndarray) -> np.ndarray:
-        """Native bool [H, W(, N)] masks -> [size, size(, N)] (mrcnn.utils.resize_mask)."""
-        from mrcnn.utils import resize_mask  # lazy: mrcnn.utils imports keras
-
-        mask = np.asarray(mask, bool)
-        flat = mask.ndim == 2
-        out = resize_mask(mask[..., None] if flat else mask, self.scale, list(self.padding))
-        return out[..., 0] if flat else out
-
-    def boxes_to_native(self, boxes: np.ndarray) -> np.ndarray:
-        """[N, (y1, x1, y2, x2)] square pixels -> native pixels (float)."""
-        y1, x1 = self.window[:2]
-        return (np.asarray(boxes, np.float64) - [y1, x1, y1, x1]) / self.scale
-
-
-def fit_to_square(image: np.ndarray, size: int) -> tuple[np.ndarray, SquareFrame]:
-    """[H, W(, C)] image -> ([size, size(, C)] resized + zero-padded, frame for the inverse).
-
-    The longer side becomes `size` (aspect kept), centred, exactly as Matterport's "square"
-    mode with IMAGE_MIN_DIM = IMAGE_MAX_DIM = size (mrcnn.utils.resize_image).
-    """
-    from mrcnn.utils import resize_image  # lazy: mrcnn.utils imports keras
-
-    image = np.asarray(image)
-    h, w = image.shape[:2]
-    flat = image.ndim == 2
-    out, window, scale, padding, _ = resize_image(
-        image[..., None] if flat else image, min_dim=size, max_dim=size, mode="square"
-    )
-    frame = SquareFrame((h, w), size, float(scale), tuple(int(v) for v in window),
-                        tuple(tuple(int(v) for v in p) for p in padding))  # fmt: skip
-    return (out[..., 0] if flat else out), frame
-
-
-def _resize_stack(array: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
-    """cv2.resize for [h, w] or [h, w, N] (any N, including 0) to `shape` (rows, cols)."""
-    h, w = shape
-    if array.ndim == 2:
-        return cv2.resize(array, (w, h), interpolation=interp)
-    n = array.shape[2]
-    out = np.zeros((h, w, n), dtype=array.dtype)
-    for start in range(0, n, 256):  # cv2 handles at most 512 channels at once
-        part = cv2.resize(array[..., start : start + 256], (w, h), interpolation=interp)
-        out[..., start : start + 256] = part.reshape(h, w, -1)
-    return out
-
-
 # ----------------------------------------------------------------------------- label maps
 
 
-def instance_values(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
-    """The label values of a label slice int [H, W] with at least min_area pixels (ascending,
-    i.e. top to bottom): the instances label_instances makes channels of."""
+def label_instances(labels: np.ndarray, min_area: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Label slice int [H, W] -> (masks bool [H, W, N], values [N]): one channel per label
+    value > 0 (ascending, i.e. top to bottom), dropping instances below min_area pixels.
+
+    The one label-map -> instance-masks conversion (training, evaluation, export).
+    """
     values, counts = np.unique(labels[labels > 0], return_counts=True)
-    return values[counts >= max(min_area, 1)]
-
-
-def label_instances(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
-    """Label slice int [H, W] -> bool [H, W, N], one channel per label value (ascending,
-    i.e. top to bottom), dropping instances with fewer than min_area pixels."""
-    values = instance_values(labels, min_area)
-    return labels[..., None] == values[None, None, :]
+    values = values[counts >= max(min_area, 1)]
+    return labels[..., None] == values[None, None, :], values
 
 
 def labelled_slices(labels: np.ndarray, min_area: int = 0, empty_slices: int = 0) -> list[int]:
     """Indices of slices of a label volume [S, H, W] with at least one instance >= min_area
     pixels, plus up to empty_slices evenly spread slices without any."""
-    full = [s for s in range(labels.shape[0]) if label_instances(labels[s], min_area).shape[-1]]
+    full = [s for s in range(labels.shape[0]) if label_instances(labels[s], min_area)[1].size]
     empty = [s for s in range(labels.shape[0]) if s not in full]
     if empty_slices > 0 and empty:
         picks = np.linspace(0, len(empty) - 1, min(empty_slices, len(empty))).round().astype(int)
@@ -748,28 +745,6 @@ def labelled_slices(labels: np.ndarray, min_area: int = 0, empty_slices: int = 0
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call write(tmp_path) then rename it onto path (same folder, so the rename is atomic).
-
-    The temporary file keeps the suffix (.nii.gz, .png, ...) so writers that look at it work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-_atomic_write = atomic_write  # the name used before it was public
 
 
 def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
@@ -805,8 +780,8 @@ def export_slices(
     out_dir: str | Path,
     fmt: str = "png",
     indices: list[int] | None = None,
-    low: float = 0.5,
-    high: float = 99.5,
+    low: float = WINDOW_PERCENTILES[0],
+    high: float = WINDOW_PERCENTILES[1],
 ) -> list[Path]:
     """Write sagittal slices as uint8 grayscale images NAME_sNNN.<fmt>, windowed per volume.
 

@@ -7,12 +7,14 @@ accuracy. Accuracy tests come with the trained model.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from spine.pipeline import SLICE_COLUMNS
+from spine.pipeline import MEASURE_HELP, SLICE_COLUMNS
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -26,7 +28,8 @@ def start() -> AppTest:
 
 
 def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """The elements' text as the page shows it (Markdown backslash escapes removed)."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements))
 
 
 def button(at: AppTest, label: str):
@@ -57,6 +60,10 @@ def test_initial_page_says_how_to_start(no_data_dir):
     assert at.title[0].value == "SpineSeg"
     assert "Try an example scan" in texts(at.info)
     assert not at.error and not at.slider  # nothing to show yet
+
+
+def test_the_page_says_it_is_for_research_not_for_diagnosis(no_data_dir):
+    assert "For research, not for diagnosis" in texts(start().caption)
 
 
 def test_example_scan_opens_at_the_middle_slice():
@@ -160,10 +167,19 @@ def test_segment_slice_shows_masks_table_and_downloads(model_env, phantom_bytes)
     assert not at.error, texts(at.error)
     result = at.session_state["slice_results"][2]
     assert result.masks.shape[:2] == (64, 64)
-    if result.count:
-        table = at.dataframe[0].value
-        assert list(table.columns) == list(SLICE_COLUMNS)
-        assert len(table) == result.count
+    # The tiny random model finds "vertebrae" anywhere (DETECTION_MIN_CONFIDENCE 0): the
+    # table must exist and hold one row per body, in the page's column order.
+    assert result.count > 0
+    table = at.dataframe[0].value
+    assert list(table.columns) == list(SLICE_COLUMNS)
+    # The measures are defined where they are shown: score and height say what they are.
+    shown = json.loads(at.dataframe[0].proto.columns)
+    assert shown["score"]["help"] == MEASURE_HELP["score"]
+    assert "not a probability that the level name is right" in shown["score"]["help"]
+    assert "area / its anterior-posterior depth" in shown["height_mm"]["help"]
+    assert len(table) == result.count
+    assert table["level"].tolist() == list(result.levels)
+    assert at.subheader[0].value.startswith(f"{result.count} vertebra")
     labels = [b.label for b in at.download_button]
     assert labels == [
         "Overlay (PNG)", "Label map, slice 2 (NIfTI)", "Predictions for VIA (JSON)",

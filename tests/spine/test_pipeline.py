@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from mrcnn.utils import extract_bboxes
 from spine import export, pipeline
 from spine.errors import MissingWeightsError, SpineInputError
 from spine.phantom import make_phantom
@@ -42,7 +43,7 @@ class OracleModel:
             masks = self.labels[index][..., None] == ids[None, None, :]
             out.append(
                 {
-                    "rois": pipeline.boxes_from_masks(masks),
+                    "rois": extract_bboxes(masks),
                     "class_ids": np.array(
                         [self.class_of.get(int(i), 1) for i in ids], np.int32
                     ),

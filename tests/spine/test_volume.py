@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from nibabel import orientations as nio
 from spine.errors import InvalidScanError, SpineInputError
 from spine.volume import (
     export_slices,
-    fit_to_square,
     label_instances,
     labelled_slices,
     load_label_map,
@@ -230,23 +230,6 @@ def test_window_percentile_and_level():
     assert window_percentile(np.full((4, 4), 3.0)).max() == 0
 
 
-def test_fit_to_square_and_back_is_exact_for_masks():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (90, 60)).astype(np.uint8)
-    masks = np.zeros((90, 60, 2), bool)
-    masks[10:40, 5:30, 0] = True
-    masks[50:85, 20:58, 1] = True
-    square, frame = fit_to_square(image, 128)
-    assert square.shape == (128, 128)
-    assert frame.window == (0, 21, 128, 106)  # 60 * 128/90 = 85 columns
-    back = frame.to_native(frame.to_square(masks))
-    assert back.shape == masks.shape
-    iou = (back & masks).sum((0, 1)) / (back | masks).sum((0, 1))
-    assert iou.min() > 0.95
-    # a mask of the whole square maps to the whole native slice
-    assert frame.to_native(np.ones((128, 128), bool)).all()
-
-
 def test_export_slices_and_save_image(tmp_path):
     vol = volume_from_nifti(in_orientation(display_volume(), "RAS"), name="vol")
     paths = export_slices(vol, tmp_path, fmt="png", indices=[0, 4])
@@ -264,9 +247,10 @@ def test_label_helpers():
     labels[1, :3, :3] = 2
     labels[1, 4:, 4:] = 1
     labels[2, 0, 0] = 1
-    masks = label_instances(labels[1])
+    masks, values = label_instances(labels[1])
     assert masks.shape == (6, 6, 2) and masks[..., 0].sum() == 4 and masks[..., 1].sum() == 9
-    assert label_instances(labels[1], min_area=5).shape[-1] == 1
+    assert values.tolist() == [1, 2]
+    assert label_instances(labels[1], min_area=5)[1].tolist() == [2]
     assert labelled_slices(labels) == [1, 2]
     assert labelled_slices(labels, min_area=2) == [1]
     assert labelled_slices(labels, min_area=2, empty_slices=1) == [0, 1]
@@ -284,12 +268,34 @@ def test_nifti2_scan_gets_a_nifti1_label_map_with_the_same_geometry():
     np.testing.assert_array_equal(vol.from_labels_nifti(out), labels)
 
 
+def nifti2_with_dims(dims: tuple[int, ...]) -> bytes:
+    """A small valid NIfTI-2 file whose header then claims dims (dim[0] = len(dims))."""
+    raw = bytearray(nib.Nifti2Image(np.zeros((2, 2, 2), np.int16), np.eye(4)).to_bytes())
+    fields = [len(dims), *dims] + [1] * (7 - len(dims))
+    raw[16:80] = struct.pack("<8q", *fields)  # NIfTI-2 dim[8] is int64 at offset 16
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [
+        ((2**40, 2**40, 2**40), "too large"),  # product is 0 mod 2^64
+        ((2**62, 4, 1), "too large"),
+        ((2, 2, 2, 2**62), "describe .* MiB of voxels"),  # a 4th dimension wraps the total
+        ((2, -5, 2), "negative dimension"),
+    ],
+)
+def test_nifti2_dimensions_whose_product_overflows_are_one_clear_error(dims, message):
+    with pytest.raises(InvalidScanError, match=message):
+        load_volume(nifti2_with_dims(dims))
+
+
 def test_decompressed_size_is_capped(monkeypatch):
     import spine.volume as volume_module
 
     blob = gzip.compress(raw_bytes(in_orientation(display_volume(), "RAS")))
     monkeypatch.setattr(volume_module, "MAX_DECOMPRESSED_BYTES", 400)
-    with pytest.raises(InvalidScanError, match="decompresses to more than"):
+    with pytest.raises(InvalidScanError, match="more than"):
         load_volume(blob)
 
 
