@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The torch backend's test venv: torch + torchvision (the bench pins) and what mrcnn imports,
+# no TensorFlow. The backend tests run their torch subprocess in it (MRCNN_TORCH_PYTHON).
+TORCH_VENV := .venv-torch
+TORCH_STAMP := $(TORCH_VENV)/.installed
+TORCH_ENV = MRCNN_TORCH_PYTHON=$(abspath $(TORCH_VENV))/bin/python
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast torch-venv lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,18 +18,29 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## run: start the Streamlit app on http://localhost:8501
+## run: start the Streamlit app on http://localhost:8501 (this machine only; to serve others
+## on the network: make run HOST=0.0.0.0, behind a proxy with authentication)
+HOST ?= 127.0.0.1
 run: $(STAMP)
-	$(VENV)/bin/streamlit run app.py
+	$(VENV)/bin/streamlit run app.py --server.address $(HOST)
 
-## test: the whole test suite (slow training tests included), as CI runs it
-test: $(STAMP)
+$(TORCH_STAMP): requirements.txt
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install --quiet --no-compile $(BENCH_TORCH) $$(grep -E \
+		'^(keras|numpy|h5py|scikit-image|opencv-python-headless|tomli-w)[=<>]' requirements.txt)
+	touch $(TORCH_STAMP)
+
+torch-venv: $(TORCH_STAMP)
+
+## test: the whole test suite (slow training tests included, torch backend in .venv-torch),
+## as CI runs it
+test: $(STAMP) $(TORCH_STAMP)
 	bash scripts/install-browser.sh
-	$(PY) -m pytest
+	$(TORCH_ENV) $(PY) -m pytest
 
-## test-fast: everything but the slow training tests
+## test-fast: everything but the slow training tests (torch ops too once .venv-torch exists)
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(if $(wildcard $(TORCH_STAMP)),$(TORCH_ENV)) $(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -50,4 +66,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TORCH_VENV) .pytest_cache .ruff_cache

@@ -7,14 +7,24 @@ Config is always self-consistent.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 # Fields computed from the others; never read from or written to TOML.
 DERIVED_FIELDS = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+# GPU_COUNT was removed: there is no multi-device path behind it (BATCH_SIZE is simply
+# IMAGES_PER_GPU). TOML files written before (bundled configs of old checkouts, the config a
+# running training saved beside its checkpoints) still carry gpu_count; from_toml drops that
+# one legacy key with a warning, folding a count above 1 into IMAGES_PER_GPU so the batch
+# stays the size it was. Anywhere else (Config(), replace(), overrides) it is unknown.
+LEGACY_GPU_COUNT = "GPU_COUNT"
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
@@ -25,8 +35,7 @@ class Config:
     # Name of the configuration (used in log folder names).
     NAME: str | None = None
 
-    # Images per device and device count; BATCH_SIZE = product.
-    GPU_COUNT = 1
+    # Images per training/inference batch (Matterport's name; one device): BATCH_SIZE.
     IMAGES_PER_GPU = 2
 
     STEPS_PER_EPOCH = 1000
@@ -129,15 +138,14 @@ class Config:
     GRADIENT_CLIP_NORM = 5.0
 
     def __init__(self, **overrides: Any) -> None:
+        check_fields(type(self), overrides)
         for key, value in overrides.items():
-            if key not in _all_fields(type(self)):
-                raise ValueError(f"unknown config field {key!r}")
             setattr(self, key, value)
         self._derive()
 
     def _derive(self) -> None:
         """Recompute the derived fields from the primary ones."""
-        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+        self.BATCH_SIZE = self.IMAGES_PER_GPU
         self.MEAN_PIXEL = np.asarray(self.MEAN_PIXEL, dtype=np.float64)
         self.RPN_BBOX_STD_DEV = np.asarray(self.RPN_BBOX_STD_DEV, dtype=np.float64)
         self.BBOX_STD_DEV = np.asarray(self.BBOX_STD_DEV, dtype=np.float64)
@@ -192,10 +200,9 @@ class Config:
         data = {
             k: v for k, v in self.to_dict().items() if k not in DERIVED_FIELDS and v is not None
         }
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(tomli_w.dumps(data))
-        tmp.replace(path)
+        from mrcnn.atomic import write_bytes_atomic
+
+        write_bytes_atomic(path, tomli_w.dumps(data))
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> Config:
@@ -210,24 +217,57 @@ class Config:
         # A [schedule] table (epochs per stage, ...) belongs to the training scripts.
         data.pop("schedule", None)
         fields = {key.upper(): value for key, value in data.items()}
+        _drop_legacy_gpu_count(cls, fields, path)
         fields.update({key.upper(): value for key, value in overrides.items()})
-        unknown = [k for k in fields if k not in _all_fields(cls) or k in DERIVED_FIELDS]
-        if unknown:
-            raise ValueError(f"{path}: unknown config field(s): {', '.join(sorted(unknown))}")
+        check_fields(cls, fields, where=f"{path}: ")
         for tuple_field in ("RPN_ANCHOR_SCALES", "MINI_MASK_SHAPE"):
             if tuple_field in fields:
                 fields[tuple_field] = tuple(fields[tuple_field])
         return cls(**fields)
 
     def replace(self, **overrides: Any) -> Config:
-        """A copy of this config with some fields changed."""
+        """A copy of this config with some fields changed (keys in any case; an unknown or
+        derived key is an error, as in from_toml)."""
+        changes = {k.upper(): v for k, v in overrides.items()}
+        check_fields(type(self), changes)
         fields = {k: v for k, v in self.to_dict().items() if k not in DERIVED_FIELDS}
-        fields.update({k.upper(): v for k, v in overrides.items()})
+        fields.update(changes)
         new = type(self).__new__(type(self))
         for key, value in fields.items():
             setattr(new, key, value)
         new._derive()
         return new
+
+
+def check_fields(cls: type, keys: Any, where: str = "") -> None:
+    """Raise ValueError unless every key is a primary field of the config class cls: the one
+    check behind Config(), replace() and from_toml, so a typo never falls back to a default."""
+    known = [k for k in _all_fields(cls) if k not in DERIVED_FIELDS]
+    unknown = sorted(k for k in keys if k not in known)
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        if key in DERIVED_FIELDS:
+            hints.append(f"{key} (derived from the other fields; set those instead)")
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    raise ValueError(f"{where}unknown config field(s): {', '.join(hints)}")
+
+
+def _drop_legacy_gpu_count(cls: type, fields: dict[str, Any], path: str | Path) -> None:
+    """Remove GPU_COUNT read from an older TOML file (see LEGACY_GPU_COUNT), keeping its
+    batch size: IMAGES_PER_GPU x GPU_COUNT images per batch, as it was."""
+    if LEGACY_GPU_COUNT not in fields:
+        return
+    count = fields.pop(LEGACY_GPU_COUNT)
+    message = f"{path}: ignoring legacy gpu_count = {count} (GPU_COUNT was removed)"
+    if isinstance(count, int) and count > 1:
+        per_batch = int(fields.get("IMAGES_PER_GPU", cls.IMAGES_PER_GPU))
+        fields["IMAGES_PER_GPU"] = per_batch * count
+        message += f"; images_per_gpu = {per_batch * count} keeps its batch size"
+    logger.warning(message)
 
 
 def _all_fields(obj: Any) -> list[str]:

@@ -26,7 +26,7 @@ class Dataset:
                 self.add_image("shapes", image_id=0, path=None, width=128, height=128)
     """
 
-    def __init__(self, class_map: dict | None = None) -> None:
+    def __init__(self) -> None:
         self._image_ids: np.ndarray = np.array([], dtype=np.int64)
         self.image_info: list[dict[str, Any]] = []
         # Background is always the first class.
@@ -51,7 +51,7 @@ class Dataset:
         """A human-readable reference to the image (its path by default)."""
         return str(self.image_info[image_id].get("path", ""))
 
-    def prepare(self, class_map: dict | None = None) -> None:
+    def prepare(self) -> None:
         """Build the internal lookup tables. Call after adding classes and images."""
 
         def clean_name(name: str) -> str:
@@ -356,7 +356,7 @@ class DataSequence(keras.utils.PyDataset):
     def _load_sample(self, image_id: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One image's inputs; images without (non-crowd) instances are replaced at random
         when config.SKIP_EMPTY_IMAGES (the default)."""
-        skip_empty = getattr(self.config, "SKIP_EMPTY_IMAGES", True)
+        skip_empty = self.config.SKIP_EMPTY_IMAGES
         for _ in range(self.MAX_DRAWS_PER_IMAGE):
             image, meta, class_ids, bbox, masks = load_image_gt(
                 self.dataset, self.config, image_id, self.augmentation, rng

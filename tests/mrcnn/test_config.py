@@ -1,5 +1,7 @@
 """Config: Matterport defaults, derived fields, TOML round trip, clear errors."""
 
+import ast
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,8 @@ import pytest
 
 from mrcnn.config import Config, load_schedule
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
 
 
 def test_defaults_follow_matterport():
@@ -20,8 +23,8 @@ def test_defaults_follow_matterport():
 
 
 def test_derived_fields_follow_overrides():
-    config = Config(NUM_CLASSES=3, IMAGES_PER_GPU=4, GPU_COUNT=2, IMAGE_MAX_DIM=512)
-    assert config.BATCH_SIZE == 8
+    config = Config(NUM_CLASSES=3, IMAGES_PER_GPU=4, IMAGE_MAX_DIM=512)
+    assert config.BATCH_SIZE == 4
     assert config.IMAGE_SHAPE.tolist() == [512, 512, 3]
     assert config.IMAGE_META_SIZE == 1 + 3 + 3 + 4 + 1 + 3
 
@@ -96,3 +99,64 @@ def test_paper_config_is_the_papers_setup():
     assert config.STEPS_PER_EPOCH == 100 and config.LEARNING_RATE == 0.001
     assert config.DETECTION_MIN_CONFIDENCE == 0.9
     assert load_schedule(CONFIGS / "paper.toml") == {"heads_epochs": 20, "all_epochs": 20}
+
+
+def test_replace_rejects_a_typo_like_from_toml():
+    with pytest.raises(ValueError, match="DETECTON_MIN_CONFIDENCE.*DETECTION_MIN_CONFIDENCE"):
+        Config().replace(DETECTON_MIN_CONFIDENCE=0.5)
+    with pytest.raises(ValueError, match="DETECTON"):  # the same check, keys in any case
+        Config().replace(detecton_min_confidence=0.5)
+
+
+def test_replace_rejects_a_derived_field():
+    with pytest.raises(ValueError, match="BATCH_SIZE.*derived"):
+        Config(IMAGES_PER_GPU=2).replace(BATCH_SIZE=8)
+
+
+def test_gpu_count_is_no_longer_a_field():
+    assert not hasattr(Config(), "GPU_COUNT")
+    assert Config(IMAGES_PER_GPU=3).BATCH_SIZE == 3
+    with pytest.raises(ValueError, match="GPU_COUNT"):
+        Config(GPU_COUNT=2)
+    with pytest.raises(ValueError, match="GPU_COUNT"):
+        Config().replace(GPU_COUNT=1)
+
+
+def test_a_saved_toml_with_gpu_count_still_loads_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "checkpoint_config.toml"
+    path.write_text("name = 'old'\ngpu_count = 1\nimages_per_gpu = 4\n")
+    with caplog.at_level(logging.WARNING, logger="mrcnn.config"):
+        config = Config.from_toml(path)
+    assert config.BATCH_SIZE == 4 and "gpu_count" not in config.to_dict()
+    assert "gpu_count" in caplog.text and str(path) in caplog.text
+
+
+def test_a_legacy_gpu_count_above_one_keeps_the_batch_size(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("gpu_count = 2\nimages_per_gpu = 3\n")
+    config = Config.from_toml(path)
+    assert config.IMAGES_PER_GPU == 6 and config.BATCH_SIZE == 6
+    with pytest.raises(ValueError, match="GPU_COUNT"):  # an override is not a saved file
+        Config.from_toml(tmp_path / "c.toml", gpu_count=2)
+
+
+def _getattr_reads_of_config_fields(path: Path) -> list[str]:
+    """getattr(x, "FIELD", default) calls in a source file where FIELD is a Config field."""
+    fields = set(Config().to_dict())
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr" and len(node.args) == 3
+            and isinstance(node.args[1], ast.Constant) and node.args[1].value in fields
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.args[1].value}")
+    return found
+
+
+def test_no_code_reads_a_config_field_through_a_getattr_default():
+    # A default there can contradict Config's own (ADD_GT_TO_PROPOSALS was False vs True).
+    sources = [*sorted((ROOT / "mrcnn").rglob("*.py")), *sorted((ROOT / "spine").rglob("*.py")),
+               ROOT / "app.py"]
+    found = [hit for path in sources for hit in _getattr_reads_of_config_fields(path)]
+    assert found == []

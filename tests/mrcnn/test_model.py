@@ -74,6 +74,7 @@ def test_heads_training_leaves_the_backbone_unchanged(config, tmp_path):
         assert any(not np.array_equal(a, b) for a, b in pairs), name
 
 
+@pytest.mark.slow  # trains (~50 s on the 2-core CPU)
 def test_training_steps_reduce_the_loss_on_a_fixed_batch(config, tmp_path):
     keras.utils.set_random_seed(0)
     mrcnn = MaskRCNN("training", config, tmp_path)
@@ -107,6 +108,7 @@ def test_detect_needs_inference_mode(config, tmp_path):
         MaskRCNN("training", config, tmp_path).detect(random_images(1))
 
 
+@pytest.mark.slow  # trains (~65 s on the 2-core CPU)
 def test_train_writes_a_checkpoint_per_epoch_and_find_last_resumes(tmp_path):
     config = tiny_config(STEPS_PER_EPOCH=2)
     data = make_shapes(6, seed=0, size=64, max_size=24)
@@ -177,6 +179,7 @@ def test_adamw_moves_weight_decay_out_of_the_loss(config, tmp_path):
     assert mrcnn.keras_model.optimizer.weight_decay == pytest.approx(1e-4)
 
 
+@pytest.mark.slow  # trains (~100 s on the 2-core CPU)
 def test_adam_training_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
     keras.utils.set_random_seed(0)
     config = tiny_config(OPTIMIZER="adam", LEARNING_RATE_WARMUP_STEPS=3)

@@ -1,7 +1,8 @@
 """mrcnn.ops: the fast path of this backend agrees with the keras.ops reference.
 
-Runs on the default backend (TensorFlow). The torch fast path is checked only when torch
-and torchvision import; the JAX run of the reference is in test_ops_jax.py.
+Runs on the default backend (TensorFlow). The torch fast path is checked where torch and
+torchvision import, here or in MRCNN_TORCH_PYTHON (make test sets it to .venv-torch); the JAX
+run of the reference is in test_ops_jax.py.
 """
 
 import importlib.util

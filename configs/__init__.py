@@ -1,0 +1,1 @@
+"""Package data (spine.bundled.configs): the config presets (TOML)."""

@@ -1,0 +1,1 @@
+"""Package data (spine.bundled.examples): the example scan; see README.md."""

@@ -1,0 +1,1 @@
+"""Package data (spine.bundled.weights): the bundled model weights; see README.md."""
