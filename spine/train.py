@@ -317,10 +317,64 @@ def initial_weights(model, choice: str, last: str | Path | None = None) -> None:
         logger.info("starting a new run from %s at epoch 0", path)
 
 
-def train(args: argparse.Namespace):
-    """Run the schedule; returns the MaskRCNN model after the last stage."""
-    from mrcnn.model import MaskRCNN
+def make_augmentation(recipe: str | None, seed: int = 0):
+    """The training augmentation by name: "default", "heavy" (SpineAugmenter.heavy) or None."""
     from spine.augment import SpineAugmenter
+
+    if recipe is None:
+        return None
+    if recipe == "heavy":
+        return SpineAugmenter.heavy(seed=seed)
+    if recipe == "default":
+        return SpineAugmenter(seed=seed)
+    raise ValueError(f"augmentation recipe {recipe!r}: use 'default', 'heavy' or None")
+
+
+def train_model(
+    config: Any,
+    schedule: Schedule,
+    train_set: Any,
+    val_set: Any,
+    *,
+    logs: str | Path,
+    weights: str | Path = "none",
+    resume_from: str | Path | None = None,
+    augmentation: Any = None,
+):
+    """Train a MaskRCNN through `schedule` on prepared datasets; returns the model.
+
+    The library call under spine-train (and the notebook): config is a (Spine)Config;
+    schedule a Schedule (stages of layers, last epoch, LR factor); train_set / val_set come
+    from load_datasets (with neighbour_channels=uses_neighbours(config), so that the images
+    are what the model takes); weights: "none", "coco", "imagenet", "last" or a file;
+    resume_from: the checkpoint "last" resumes (default: the model's newest);
+    augmentation: make_augmentation(...) or None.
+    """
+    from mrcnn.checkpoints import UnreadableWeightsError
+    from mrcnn.model import MaskRCNN
+
+    model = MaskRCNN(mode="training", config=config, model_dir=str(logs))
+    try:
+        initial_weights(model, str(weights), resume_from)
+    except UnreadableWeightsError as err:  # imagenet, or a file damaged since it was checked
+        raise MissingWeightsError(str(err)) from None
+    for layers, last_epoch, lr_factor in schedule.stages():
+        if model.epoch >= last_epoch:
+            logger.info("stage %s already done (epoch %d)", layers, model.epoch)
+            continue
+        model.train(
+            train_set,
+            val_set,
+            learning_rate=config.LEARNING_RATE * lr_factor,
+            epochs=last_epoch,
+            layers=layers,
+            augmentation=augmentation,
+        )
+    return model
+
+
+def train(args: argparse.Namespace):
+    """spine-train's arguments -> checked inputs, datasets, train_model; returns the model."""
     from spine.config import uses_neighbours
 
     config, schedule = load_training_config(Path(args.config), parse_overrides(args.set or []))
@@ -353,32 +407,11 @@ def train(args: argparse.Namespace):
         schedule.stages(),
     )
 
-    model = MaskRCNN(mode="training", config=config, model_dir=args.logs)
-    from mrcnn.checkpoints import UnreadableWeightsError
-
-    try:
-        initial_weights(model, args.weights, last)
-    except UnreadableWeightsError as err:  # imagenet, or a file damaged since it was checked
-        raise MissingWeightsError(str(err)) from None
-    if args.no_augment:
-        augmentation = None
-    elif args.augment == "heavy":
-        augmentation = SpineAugmenter.heavy(seed=args.seed)
-    else:
-        augmentation = SpineAugmenter(seed=args.seed)
-    for layers, last_epoch, lr_factor in schedule.stages():
-        if model.epoch >= last_epoch:
-            logger.info("stage %s already done (epoch %d)", layers, model.epoch)
-            continue
-        model.train(
-            train_set,
-            val_set,
-            learning_rate=config.LEARNING_RATE * lr_factor,
-            epochs=last_epoch,
-            layers=layers,
-            augmentation=augmentation,
-        )
-    return model
+    return train_model(
+        config, schedule, train_set, val_set, logs=args.logs, weights=args.weights,
+        resume_from=last,
+        augmentation=make_augmentation(None if args.no_augment else args.augment, args.seed),
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
