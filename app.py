@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from spine import export, inputs, pipeline
+from spine import export, inputs, memory, pipeline
 from spine.config import WINDOW_PERCENTILES
 from spine.errors import MissingWeightsError, SpineInputError
 from spine.levels import SPINE_LEVELS
@@ -54,6 +54,12 @@ COLUMNS = {
 
 
 # ----------------------------------------------------------------------------- model
+@st.cache_resource
+def memory_trimmer() -> Any:
+    """Once per server: return memory freed by closed sessions to the system (spine.memory)."""
+    return memory.start_trimmer(interval_s=30.0)
+
+
 @st.cache_resource(show_spinner="Loading the model (once per server)...")
 def cached_segmenter(weights: str, config: str, stamp: float) -> pipeline.Segmenter:
     """One model per server process; `stamp` (the file's mtime) reloads changed weights."""
@@ -446,6 +452,7 @@ def downloads(volume: Any, index: int, picture: Any, source: str, lowest: str) -
 
 
 def main() -> None:
+    memory_trimmer()
     st.title("SpineSeg")
     st.caption("Find and outline every vertebra in a sagittal spine MRI (Mask R-CNN).")
     st.caption(RESEARCH_ONLY)
