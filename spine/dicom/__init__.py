@@ -15,6 +15,13 @@ CT and other modalities with geometry load with a warning (the model was trained
 axial and coronal series are listed but refused for segmentation. Zips are read in memory,
 never extracted; their size, member count and member kinds are capped. DICOM out (the
 SEG) is spine.dicom_seg.
+
+Reader: pydicom (maintained, pure Python, the reader highdicom builds on, so the SEG's
+source datasets are the ones read here), with pylibjpeg (+ -libjpeg, -openjpeg) and pyjpegls
+as its pixel-data handlers: wheels on PyPI for JPEG baseline/extended/lossless, JPEG-LS and
+JPEG 2000; RLE and deflate need nothing more. python-gdcm would cover the same syntaxes but
+is one large binary; it is not required, and pydicom uses it when it is installed. Any other
+syntax (e.g. MPEG video) is refused naming the syntax and what to install (DECODERS_HINT).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class DicomStudy:
     """The image series found in some DICOM files; `load(key)` makes a Volume of one.
 
     Raises DicomInputError when there is nothing to load: no DICOM files at all, or DICOM
-    files without images (structured reports, presentation states, DICOMDIR).
+    files without images (structured reports, presentation states, segmentations, DICOMDIR).
     """
 
     def __init__(self, source: Any) -> None:
@@ -58,7 +58,7 @@ class DicomStudy:
             if ds is None:
                 self.skipped_non_dicom += 1
                 continue
-            if "Rows" not in ds or "Columns" not in ds:
+            if "Rows" not in ds or "Columns" not in ds or _is_segmentation(ds):
                 no_pixels.append(str(ds.get("Modality", "")) or "unknown")
                 continue
             headers[index] = ds
@@ -71,7 +71,8 @@ class DicomStudy:
                 kinds = ", ".join(sorted(set(no_pixels)))
                 raise fail(
                     f"The DICOM files hold no images ({len(no_pixels)} file(s) without pixel "
-                    f"data; modality {kinds}: reports, plans, presentation states or a DICOMDIR?)",
+                    f"data; modality {kinds}: reports, plans, presentation states, segmentations "
+                    "or a DICOMDIR?)",
                     "Export the image series themselves",
                 )
             raise fail(f"No DICOM files found ({len(self._files)} file(s) looked at)", TODO_FILES)
@@ -123,6 +124,15 @@ class DicomStudy:
                 return info
         listing = "; ".join(i.label for i in self.series)
         raise fail(f"No series {key!r} among: {listing}", "Choose one of these series")
+
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _is_segmentation(ds: Any) -> bool:
+    """A DICOM SEG (this tool's output among them): a label map, not an image to segment.
+    Left out of the series, so a study exported with its SEG still preselects the images."""
+    return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE or ds.get("Modality") == "SEG"
 
 
 def _split_orientation(members: list) -> list[list]:

@@ -1,6 +1,7 @@
 """A .zip of DICOM files read safely: in memory (never extracted by member name to disk),
 with the number of members and their uncompressed size capped, and zips with symlinks or
-path-traversal names refused whole."""
+path-traversal names refused whole. Messages never quote a member's name (zips of PACS
+exports are often foldered by patient name)."""
 
 from __future__ import annotations
 
@@ -66,14 +67,26 @@ def zip_members(raw: bytes | Path) -> list[bytes]:
             try:
                 with archive.open(m) as f:
                     data = f.read(MAX_ZIP_BYTES - read + 1)
-            except RuntimeError as exc:  # encrypted
+            except RuntimeError:  # encrypted; the message would name the member
                 raise fail(
-                    f"A zip member cannot be read ({exc})", "Zip it without a password"
+                    "A zip member is encrypted and cannot be read", "Zip it without a password"
                 ) from None
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
-                raise fail(f"The zip is corrupt ({exc})", "Upload the complete zip again") from None
+                raise fail(
+                    f"The zip is corrupt ({_reason(exc)})", "Upload the complete zip again"
+                ) from None
             read += len(data)
             if read > MAX_ZIP_BYTES:
                 raise fail("The zip unpacks to more than it declares", "Zip it again")
             contents.append(data)
     return contents
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong reading a member, without its name: member names (folders named after
+    the patient) never go into a message."""
+    if isinstance(exc, zipfile.BadZipFile) and "CRC" in str(exc):
+        return "a member fails its CRC-32 check"
+    if isinstance(exc, NotImplementedError):
+        return "a member is compressed with a method Python's zipfile cannot read"
+    return f"a member cannot be read: {type(exc).__name__}"

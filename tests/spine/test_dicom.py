@@ -39,17 +39,23 @@ def series_datasets(
     *,
     transpose: bool = False,
     echo_time: float = 100.0,
+    axes: tuple[int, int, int] | None = None,
+    modality: str = "MR",
 ) -> list[Dataset]:
     """A NIfTI volume -> one MR Image Storage dataset per slice of its display layout, with
     the exact geometry (LPS), stored values rescaled by SLOPE/INTERCEPT, and patient identity
     (which must never come out of spine.dicom). transpose: slices are the images' columns'
-    planes of another axis (an axial or coronal series made of the same voxels)."""
+    planes of another axis (an axial or coronal series made of the same voxels); axes: the
+    display axes (s, r, c) that become (slice, image row, image column), e.g. (1, 0, 2) for
+    axial (= transpose) or (2, 1, 0) for coronal."""
     volume = volume_from_nifti(image)
     data = volume.data  # [S, H, W]
     canon = volume.canonical_affine  # display voxel (s, r, c) -> RAS
     if transpose:  # images are planes of constant row r (axial): (r, s, c)
-        data = data.transpose(1, 0, 2)
-        canon = canon[:, [1, 0, 2, 3]]
+        axes = (1, 0, 2)
+    if axes is not None:
+        data = data.transpose(axes)
+        canon = canon[:, [*axes, 3]]
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ canon
     row_mm, col_mm = np.linalg.norm(lps[:3, 1]), np.linalg.norm(lps[:3, 2])
     iop = [*(lps[:3, 2] / col_mm), *(lps[:3, 1] / row_mm)]  # row direction, column direction
@@ -69,7 +75,7 @@ def series_datasets(
         ds.StudyDate = ds.SeriesDate = "20240131"
         ds.StudyTime = ds.SeriesTime = "101500"
         ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "A1", "", "1"
-        ds.Modality, ds.Manufacturer = "MR", "Phantom"
+        ds.Modality, ds.Manufacturer = modality, "Phantom"
         ds.SeriesDescription, ds.SeriesNumber = description, number
         ds.InstanceNumber = data.shape[0] - k  # reversed: the reader must sort by position
         ds.ScanningSequence, ds.SequenceVariant = "SE", "SK"
@@ -222,6 +228,61 @@ def test_axial_series_are_listed_and_refused(tmp_path):
         dicom.load_dicom_series(tmp_path / "ax")
 
 
+def test_coronal_series_are_listed_and_refused(tmp_path):
+    phantom = make_phantom(7, size=32, num_slices=4, oblique_deg=0)
+    write_series(series_datasets(phantom.image, "T2 COR", 6, axes=(2, 1, 0)), tmp_path / "co")
+    (info,) = dicom.list_series(tmp_path / "co")
+    assert (info.orientation, info.slices) == ("coronal", 32)
+    with pytest.raises(dicom.NotSagittalError, match="is a coronal series, not sagittal"):
+        dicom.load_dicom_series(tmp_path / "co")
+
+
+def test_a_ct_series_loads_with_a_warning(tmp_path):
+    """The decision for other modalities: loaded (geometry is geometry), with a warning that
+    the model was trained on MR."""
+    phantom = make_phantom(7, size=32, num_slices=4, oblique_deg=0)
+    write_series(series_datasets(phantom.image, "SAG BONE", 3, modality="CT"), tmp_path / "ct")
+    volume = dicom.load_dicom_series(tmp_path / "ct")
+    assert volume.shape == (4, 32, 32) and volume.dicom.info.modality == "CT"
+    assert any("is CT, not MR" in note for note in volume.geometry_warnings)
+
+
+def test_a_presentation_state_has_no_images():
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # GSPS
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.11.1", generate_uid()
+    ds.Modality, ds.SeriesInstanceUID, ds.PatientName = "PR", generate_uid(), PATIENT
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(dicom.DicomInputError, match="no images.*modality PR") as info:
+        dicom.load_dicom_series(buffer.getvalue())
+    assert "Doe" not in str(info.value)
+
+
+def test_an_image_without_geometry_is_a_clear_error():
+    """A secondary capture (pydicom's SC_rgb_small_odd.dcm): no position or orientation."""
+    with pytest.raises(dicom.DicomInputError, match="so the scan has no geometry"):
+        dicom.load_dicom_series(PYDICOM_DATA / "SC_rgb_small_odd.dcm")
+
+
+def test_a_seg_beside_its_series_is_not_a_series(seg_case):
+    """A study exported from PACS after its SEG was stored: the SEG (more frames than the
+    series has slices, 'T2' in its description) is neither listed nor preselected."""
+    from spine import dicom_seg
+
+    folder, _, truth, levels = seg_case
+    volume = dicom.load_dicom_series(folder)
+    (folder / "seg.dcm").write_bytes(dicom_seg.segmentation_bytes(volume, truth, levels))
+    (info,) = dicom.list_series(folder)
+    assert (info.number, info.modality) == (4, "MR")
+    assert_same_volume(dicom.load_dicom_series(folder), volume, atol_mm=1e-9)
+    with pytest.raises(dicom.DicomInputError, match="no images.*modality SEG"):
+        dicom.load_dicom_series(folder / "seg.dcm")
+
+
 def test_the_sagittal_t2_is_preselected_among_several_series(tmp_path):
     phantom = make_phantom(8, size=32, num_slices=4, oblique_deg=0)
     write_series(series_datasets(phantom.image, "T2 TRA", 5, transpose=True), tmp_path / "a")
@@ -331,6 +392,27 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(monkeypatch):
     assert len(archive) < 20_000
     with pytest.raises(dicom.DicomInputError, match="more than the"):
         dicom.load_dicom_series(archive)
+
+
+def _stored_zip(name: str, data: bytes) -> bytearray:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(name, data)
+    return bytearray(buffer.getvalue())
+
+
+def test_a_corrupt_or_encrypted_zip_member_is_refused_without_its_name():
+    """Member names often carry the patient's name (PACS exports foldered by patient)."""
+    name = "DOE_JANE/t2/IM0001.dcm"
+    corrupt = _stored_zip(name, b"A" * 1000)
+    corrupt[corrupt.find(b"A" * 1000) + 10] = ord("B")  # fails its CRC-32
+    encrypted = _stored_zip(name, b"A" * 1000)
+    for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        encrypted[encrypted.find(signature) + flags] |= 1  # general purpose flag: encrypted
+    for archive, message in ((corrupt, "CRC-32"), (encrypted, "encrypted")):
+        with pytest.raises(dicom.DicomInputError, match=message) as info:
+            dicom.load_dicom_series(bytes(archive))
+        assert "DOE" not in str(info.value) and "IM0001" not in str(info.value)
 
 
 def test_a_zip_that_lies_about_its_sizes_is_refused(monkeypatch):
