@@ -60,7 +60,7 @@ def is_label_map(path: str | Path) -> bool:
 def nifti_stem(path: str | Path) -> str:
     """The name without .nii.gz / .nii (what its Volume is called); other names: the stem."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):  # .nii.gz before .nii
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
