@@ -46,7 +46,6 @@ BODY_CLASS_ID = 1
 S1_CLASS_NAME = "S1"
 S1_CLASS_ID = 2
 CROWD_CLASS_ID = -1
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class SpineDataset(Dataset):

@@ -6,6 +6,8 @@
 DIR holds NAME.nii.gz + NAME_vertebrae.nii.gz pairs (or .nii, or images/ + masks/ NIfTI
 subfolders: whatever spine-prepare accepts, spine.folders.find_pairs), or is an images/ +
 masks/ PNG folder (then spine.evaluation.png scores each slice; --subset val|train|all).
+spine-prepare's output and VIA folders hold slices cut from volumes, not volumes: they are
+refused with a message naming what to pass instead (the volumes and split.json).
 Every volume goes through the model (spine.pipeline) and the classical baseline
 (spine.baseline); OUT receives metrics.json, per_volume.csv, per_body.csv and REPORT.md with
 its plots.
@@ -18,13 +20,14 @@ slices) <- report (the files) <- this CLI. spine.folders says what DIR holds.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from spine import cli
 from spine.errors import SpineInputError
 from spine.evaluation.run import evaluate_case, load_evaluation_segmenter, summarize
-from spine.folders import find_pairs, is_png_folder
+from spine.folders import SPLIT_FILENAME, VIA_FILENAME, find_pairs, folder_kind
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -34,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         required=True,
         type=Path,
-        help="folder of NAME.nii.gz + NAME_vertebrae.nii.gz pairs",
+        help="folder of NAME.nii.gz + NAME_vertebrae.nii.gz pairs (or .nii), of images/ + "
+        "masks/ subfolders of NIfTI files matched by name, or an images/ + masks/ PNG folder "
+        "(slices with label maps); not spine-prepare's output or a VIA folder",
     )
     parser.add_argument("--split", type=Path, help="split.json written by spine-prepare")
     parser.add_argument("--subset", help="subset of --split to evaluate (default: val)")
@@ -80,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.setup_logging(args.verbose)
     try:
         cli.check_input_folder(args.data, "data folder")
+        args.kind = evaluable_kind(args.data)
         if args.split is not None:
             cli.check_input_file(args.split, "split file")
         cli.check_output_folder(args.out)
@@ -90,12 +96,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.fail("spine-evaluate", exc)
 
 
+def evaluable_kind(data: Path) -> str:
+    """The layout of data (spine.folders.folder_kind) when spine-evaluate scores it: "volumes"
+    or "png". SpineInputError for spine-prepare's output and VIA folders, saying what to pass."""
+    kind = folder_kind(data)
+    accepted = (
+        "spine-evaluate scores whole volumes: pass a folder of NAME.nii.gz + "
+        "NAME_vertebrae.nii.gz pairs (or images/ + masks/ NIfTI subfolders), or an images/ + "
+        "masks/ PNG folder"
+    )
+    if kind == "prepared":
+        src = _prepared_source(data)
+        hint = f" (here: --data {src} --split {data / SPLIT_FILENAME})" if src else ""
+        raise SpineInputError(
+            f"{data} is spine-prepare's output (train/ and val/ slice images), not volumes. "
+            f"{accepted}; its validation volumes are --data SRC --split "
+            f"{SPLIT_FILENAME}{hint}"
+        )
+    if kind == "via":
+        raise SpineInputError(
+            f"{data} is a folder of slice images with VIA annotations ({VIA_FILENAME}), "
+            f"not volumes. {accepted}"
+        )
+    return kind
+
+
+def _prepared_source(data: Path) -> str | None:
+    """The volumes folder spine-prepare read (split.json's "src"), or None if not recorded."""
+    try:
+        src = json.loads((data / SPLIT_FILENAME).read_text()).get("src")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return src if isinstance(src, str) else None
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from spine.evaluation.report import write_outputs
 
-    if is_png_folder(args.data):
+    if args.kind == "png":
         return _run_png(args)
     cases = find_pairs(args.data, args.split, args.subset)
     if args.limit is not None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spine.config import WINDOW_PERCENTILES
+from spine.folders import slice_image_name, slice_stem
+from spine.volume import percentile_range
 
 if TYPE_CHECKING:
     from spine.pipeline import SliceResult, VolumeResult
@@ -59,7 +61,7 @@ def via_json(
 
     entries = {}
     for result in results:
-        filename = slice_filename(volume.name, result.index)
+        filename = slice_image_name(volume.name, result.index)
         size = (sizes or {}).get(result.index, -1)
         regions = []
         for k, level in enumerate(result.levels):
@@ -74,11 +76,6 @@ def via_json(
             "file_attributes": {},
         }
     return json.dumps(entries, separators=(",", ":"))
-
-
-def slice_filename(name: str, index: int) -> str:
-    """The file name a slice image gets in exports: NAME_s007.png."""
-    return f"{name}_s{index:03d}.png"
 
 
 # ----------------------------------------------------------------------------- display
@@ -106,8 +103,9 @@ def level_color(position: int) -> tuple[float, float, float]:
 def percentile_window(
     volume: Volume, low: float = WINDOW_PERCENTILES[0], high: float = WINDOW_PERCENTILES[1]
 ) -> tuple[float, float]:
-    """(window, level) that maps the volume's low..high intensity percentiles to black..white."""
-    lo, hi = (float(v) for v in np.percentile(volume.data, [low, high]))
+    """(window, level) that maps the volume's low..high intensity percentiles to black..white
+    (the percentiles of the model input: spine.volume.percentile_range)."""
+    lo, hi = (float(v) for v in percentile_range(volume.data, low, high))
     if hi <= lo:
         hi = lo + 1.0
     return hi - lo, (hi + lo) / 2.0
@@ -203,7 +201,7 @@ def result_files(volume: Volume, result: SliceResult | VolumeResult) -> dict[str
 
     name = volume.name
     if isinstance(result, SliceResult):
-        stem, columns = f"{name}_s{result.index:03d}", SLICE_COLUMNS
+        stem, columns = slice_stem(name, result.index), SLICE_COLUMNS
         label_img, slices = slice_labels_nifti(volume, result), [result]
         indices = [result.index]
     else:
@@ -220,7 +218,7 @@ def result_files(volume: Volume, result: SliceResult | VolumeResult) -> dict[str
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed
         zf.writestr(f"{stem}_via.json", via)
         for index, data in images.items():
-            zf.writestr(slice_filename(name, index), data)
+            zf.writestr(slice_image_name(name, index), data)
     return {
         "labels": (nifti_bytes(label_img), label_map_name(stem), "application/gzip"),
         "via": (via, f"{stem}_via.json", "application/json"),

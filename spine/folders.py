@@ -23,9 +23,16 @@ import numpy as np
 
 from spine.errors import SpineInputError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_GZ_SUFFIX = ".nii.gz"  # every NIfTI file the commands write (and the shipped example)
+NIFTI_SUFFIXES = (".nii", NIFTI_GZ_SUFFIX)
+DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")  # a DICOM file (many have no suffix at all)
+DICOM_SUFFIXES = (".zip", *DICOM_FILE_SUFFIXES)  # a file read as a DICOM input (a folder too)
+PNG_SUFFIX = ".png"  # slice images the commands write (exports, spine-prepare), PNG folders
+IMAGE_SUFFIXES = (PNG_SUFFIX, ".jpg", ".jpeg")  # a slice image read (or written) as PNG/JPEG
+SCAN_SUFFIXES = (*NIFTI_SUFFIXES, *DICOM_SUFFIXES, *IMAGE_SUFFIXES)  # what an upload may be
 LABEL_MARK = "_vertebrae"  # NAME_vertebrae.nii.gz is the label map of NAME.nii.gz
 LABEL_SUFFIXES = tuple(LABEL_MARK + s for s in NIFTI_SUFFIXES)
+LEVELS_MARK = "_levels.json"  # NAME_levels.json names the bodies of NAME's label map
 PNG_IMAGES, PNG_MASKS = "images", "masks"  # the PNG layout's subfolders (exact names)
 VIA_FILENAME = "via_region_data.json"  # the name the paper's training code expects
 SPLIT_FILENAME = "split.json"  # spine-prepare's split and input description
@@ -66,9 +73,29 @@ def nifti_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
+def nifti_name(stem: str) -> str:
+    """The file name of a scan the commands write: NAME -> NAME.nii.gz."""
+    return f"{stem}{NIFTI_GZ_SUFFIX}"
+
+
 def label_map_name(stem: str) -> str:
     """The file name of a scan's label map: NAME -> NAME_vertebrae.nii.gz."""
-    return f"{stem}{LABEL_MARK}.nii.gz"
+    return nifti_name(stem + LABEL_MARK)
+
+
+def levels_name(stem: str) -> str:
+    """The file name of the level names beside a label map: NAME -> NAME_levels.json."""
+    return f"{stem}{LEVELS_MARK}"
+
+
+def slice_stem(name: str, index: int) -> str:
+    """The name of one slice of volume NAME, without a suffix: NAME_s007."""
+    return f"{name}_s{index:03d}"
+
+
+def slice_image_name(name: str, index: int, suffix: str = PNG_SUFFIX) -> str:
+    """The file name of a slice image (exports, spine-prepare): NAME_s007.png."""
+    return slice_stem(name, index) + suffix
 
 
 def source_of(subject: str) -> str:
@@ -223,7 +250,7 @@ def pair_levels(pair: VolumePair) -> list[str] | None:
     NAME_levels.json (phantoms) or the folder's index.csv (levels_top_to_bottom column)."""
     from spine.phantom import read_levels
 
-    if (pair.labels.parent / f"{pair.subject}_levels.json").is_file():
+    if (pair.labels.parent / levels_name(pair.subject)).is_file():
         return read_levels(pair.labels)
     index = pair.labels.parent / INDEX_FILENAME
     if index.is_file():

@@ -14,7 +14,8 @@ from typing import Any
 
 from spine.dicom import DicomStudy
 from spine.errors import SpineInputError
-from spine.volume import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_dicom_source
+from spine.folders import IMAGE_SUFFIXES, NIFTI_SUFFIXES
+from spine.volume import is_dicom_source
 
 # Column headers of series_rows (keys as in SeriesInfo.row); plain text, never Markdown.
 SERIES_COLUMNS = {
@@ -54,7 +55,7 @@ def dicom_uploads(files: Sequence[tuple[str, bytes]]) -> list[bytes] | None:
 
 
 def _is_dicom_upload(name: str, data: bytes) -> bool:
-    if name.lower().endswith((*NIFTI_EXTENSIONS, *IMAGE_EXTENSIONS)):
+    if name.lower().endswith((*NIFTI_SUFFIXES, *IMAGE_SUFFIXES)):
         return False
     return is_dicom_source(data, name)
 
@@ -62,7 +63,7 @@ def _is_dicom_upload(name: str, data: bytes) -> bool:
 def is_dicom_path(path: Path) -> bool:
     """A DICOM input in the data folder: a folder (of .dcm files or of files without an
     extension), a .zip, a .dcm file or any file with the DICM magic."""
-    return not path.name.lower().endswith(NIFTI_EXTENSIONS) and is_dicom_source(path, path.name)
+    return not path.name.lower().endswith(NIFTI_SUFFIXES) and is_dicom_source(path, path.name)
 
 
 def read_study(source: Any) -> DicomStudy:

@@ -11,22 +11,23 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from spine.folders import SCAN_SUFFIXES
+
 MAX_NAME_CHARS = 100  # longer names are cut (the suffix is kept)
 FALLBACK_NAME = "upload"  # what an empty (or all-unsafe) name becomes
-# Suffixes the loaders dispatch on (spine.volume.load_scan): kept as they are.
-KNOWN_SUFFIXES = (".nii.gz", ".nii", ".zip", ".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg")
 
 
 def safe_filename(name: str, fallback: str = FALLBACK_NAME) -> str:
     """An uploaded file name -> a safe base name: no folders (nothing before the last / or
     \\, so no ".."), no control or format characters, every character other than letters,
     digits, "_", "-" and space (Markdown's [ ] ( ) ! * ` < > # | ~, dots, ...) made "_",
-    at most MAX_NAME_CHARS long, never empty. A known scan suffix (.nii.gz, .zip, .png, ...)
-    is kept, lower-cased, so the file is still read as what it is."""
+    at most MAX_NAME_CHARS long, never empty. A suffix the loaders dispatch on (.nii.gz, .zip,
+    .png, ...: spine.folders.SCAN_SUFFIXES) is kept, lower-cased, so the file is still read as
+    what it is."""
     text = unicodedata.normalize("NFC", str(name))
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
     text = re.split(r"[/\\]", text)[-1]
-    suffix = next((s for s in KNOWN_SUFFIXES if text.lower().endswith(s)), "")
+    suffix = next((s for s in SCAN_SUFFIXES if text.lower().endswith(s)), "")
     stem = text[: len(text) - len(suffix)]
     stem = re.sub(r"[^\w\- ]", "_", stem)
     stem = re.sub(r"\s+", " ", stem).strip(" ")[: MAX_NAME_CHARS - len(suffix)].strip(" ")

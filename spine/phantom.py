@@ -8,7 +8,7 @@ positions and averaged (partial volume), then blurred, bias-field modulated, gam
 given Rician noise. The file gets a random voxel orientation (not always RAS) and a slightly
 oblique affine.
 
-CLI: python -m spine.phantom --out DIR --count N [--seed S] [--size 256]
+CLI: spine-phantom --out DIR [--count 10] [--seed 0] [--size 256] [--label-sacrum]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from nibabel import orientations as nio
 from scipy.spatial import cKDTree
 
 from mrcnn.atomic import write_bytes_atomic
-from spine.folders import LABEL_MARK, label_map_name, nifti_stem
+from spine import cli
+from spine.errors import SpineInputError
+from spine.folders import LABEL_MARK, label_map_name, levels_name, nifti_name, nifti_stem
 from spine.volume import CANONICAL_AXCODES, save_nifti
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def read_levels(label_path: str | Path) -> list[str] | None:
     Phantom.save writes it), or None when there is none or it is not valid."""
     label_path = Path(label_path)
     stem = nifti_stem(label_path).removesuffix(LABEL_MARK)
-    sidecar = label_path.with_name(f"{stem}_levels.json")
+    sidecar = label_path.with_name(levels_name(stem))
     if not sidecar.is_file():
         return None
     try:
@@ -71,11 +73,11 @@ class Phantom:
         """Write NAME.nii.gz, NAME_vertebrae.nii.gz and NAME_levels.json (atomically)."""
         out = Path(out_dir)
         paths = [
-            save_nifti(self.image, out / f"{self.name}.nii.gz"),
+            save_nifti(self.image, out / nifti_name(self.name)),
             save_nifti(self.labels, out / label_map_name(self.name)),
         ]
         text = json.dumps({"levels": self.levels, **self.meta}, indent=1)
-        paths.append(write_bytes_atomic(out / f"{self.name}_levels.json", text))
+        paths.append(write_bytes_atomic(out / levels_name(self.name), text))
         return paths
 
 
@@ -563,21 +565,49 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write COUNT phantoms (NAME.nii.gz, NAME_vertebrae.nii.gz, NAME_levels.json)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m spine.phantom", description=__doc__.splitlines()[0]
+PROG = "spine-phantom"  # the console script (pyproject.toml [project.scripts])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """spine-phantom's options; numbers are checked as they are parsed (usage error, exit 2)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", required=True, type=Path,
+        help="output folder (NAME.nii.gz, NAME_vertebrae.nii.gz, NAME_levels.json per phantom)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--count", type=cli.positive_int, default=10, help="number of phantoms (default 10)"
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--count", type=int, default=10, help="number of phantoms")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first phantom")
-    parser.add_argument("--size", type=int, default=256, help="in-plane size in pixels")
-    parser.add_argument("--label-sacrum", action="store_true", help="also label S1")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--seed", type=cli.non_negative_int, default=0,
+        help="seed of the first phantom; phantom k uses seed + k (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--size", type=cli.positive_int, default=256, help="in-plane size in pixels (default 256)"
+    )
+    parser.add_argument(
+        "--label-sacrum", action="store_true",
+        help="also label S1 (drawn always, labelled only with this flag)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write COUNT phantoms (NAME.nii.gz, NAME_vertebrae.nii.gz, NAME_levels.json).
+    Exit 0 when written, 2 on a user error (`spine-phantom: error: ...`, one line)."""
     from tqdm import tqdm
 
-    for seed in tqdm(range(args.seed, args.seed + args.count), desc="phantoms", unit="vol"):
-        make_phantom(seed, size=args.size, label_sacrum=args.label_sacrum).save(args.out)
+    args = build_parser().parse_args(argv)
+    try:
+        cli.check_output_folder(args.out)
+        seeds = range(args.seed, args.seed + args.count)
+        for seed in tqdm(seeds, desc="phantoms", unit="vol", disable=args.no_progress):
+            make_phantom(seed, size=args.size, label_sacrum=args.label_sacrum).save(args.out)
+    except SpineInputError as exc:
+        return cli.fail(PROG, exc)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        return cli.fail(PROG, f"cannot write the phantoms to {args.out}: {exc.strerror or exc}")
     print(f"wrote {args.count} phantoms to {args.out}")
     return 0
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from spine.errors import AnnotationError
-from spine.folders import INDEX_FILENAME, PNG_IMAGES, PNG_MASKS, is_png_folder
+from spine.folders import INDEX_FILENAME, PNG_IMAGES, PNG_MASKS, PNG_SUFFIX, is_png_folder
 from spine.levels import SPINE_LEVELS
 
 DEFAULT_LEVEL_TABLE: dict[int, str] = {1: "L1", 2: "L2", 3: "L3", 4: "L4", 5: "L5", 6: "S1"}
@@ -121,7 +121,7 @@ def read_png_folder(folder: str | Path) -> list[PngSlice]:
     folder = Path(folder)
     if not is_png_folder(folder):
         raise AnnotationError(f"{folder} needs images/ and masks/ subfolders of PNG slices")
-    images = sorted(p for p in (folder / PNG_IMAGES).iterdir() if p.suffix.lower() == ".png")
+    images = sorted(p for p in (folder / PNG_IMAGES).iterdir() if p.suffix.lower() == PNG_SUFFIX)
     missing = [p.name for p in images if not (folder / PNG_MASKS / p.name).is_file()]
     if missing:
         raise AnnotationError(

@@ -16,12 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 from pathlib import Path
 
-from mrcnn.atomic import write_bytes_atomic
+from mrcnn.atomic import atomic_folder, write_bytes_atomic
 from spine.errors import SpineInputError
-from spine.folders import SPLIT_FILENAME, VIA_FILENAME, find_pairs, source_of, split_subjects
+from spine.folders import (
+    SPLIT_FILENAME,
+    VIA_FILENAME,
+    find_pairs,
+    slice_image_name,
+    source_of,
+    split_subjects,
+)
 from spine.model_input import ModelInput
 from spine.via import masks_to_via_entry, write_via
 from spine.volume import (
@@ -52,7 +58,7 @@ def export_subject(
     stack = model_input.stack(volume.data)  # [S, H, W] uint8, one window for the volume
     entries = []
     for s in labelled_slices(labels, min_area, empty_per_volume):
-        filename = f"{subject}_s{s:03d}.png"
+        filename = slice_image_name(subject, s)
         # Grey slices are stored with one channel; the model repeats it (ModelInput.image).
         image = model_input.image(stack, s) if neighbour_channels else stack[s]
         path = save_image(image, out_dir / filename)
@@ -82,19 +88,15 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(pairs), desc="prepare", unit="vol", disable=not progress)
     for part in ("train", "val"):
-        tmp = out / f".{part}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         entries: list[dict] = []
-        for subject in split[part]:
-            _, image, labels = by_subject[subject]
-            entries += export_subject(
-                image, labels, subject, tmp, min_area, empty_per_volume, neighbour_channels
-            )
-            bar.update(1)
-        write_via(entries, tmp / VIA_FILENAME)
-        shutil.rmtree(out / part, ignore_errors=True)
-        tmp.rename(out / part)  # the folder appears complete or not at all
+        with atomic_folder(out / part) as tmp:  # the folder appears complete or not at all
+            for subject in split[part]:
+                _, image, labels = by_subject[subject]
+                entries += export_subject(
+                    image, labels, subject, tmp, min_area, empty_per_volume, neighbour_channels
+                )
+                bar.update(1)
+            write_via(entries, tmp / VIA_FILENAME)
         counts[part] = {"subjects": len(split[part]), "images": len(entries),
                         "instances": sum(len(e["regions"]) for e in entries)}  # fmt: skip
     bar.close()

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from spine.errors import SpineInputError
-from spine.folders import is_label_map, is_nifti
+from spine.folders import DICOM_SUFFIXES, is_label_map, is_nifti, nifti_stem
 from spine.levels import SPINE_LEVELS
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = (".zip", ".dcm", ".dicom", ".ima")  # a file read as DICOM (a folder too)
 MANIFEST = "manifest.json"  # in every result folder; its presence marks a complete set
 TEMP_PREFIX = ".spine-segment-tmp-"  # + HOST-PID-random: every temporary folder we make
 FOREIGN_TEMP_MAX_AGE_S = 24 * 3600  # another host's temp folder older than this is a leftover
@@ -94,11 +93,13 @@ def find_scans(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def scan_stem(path: Path) -> str:
-    """The scan's name without .nii.gz/.nii (what its Volume is called), or .zip/.dcm."""
-    for suffix in (".nii.gz", ".nii", *DICOM_SUFFIXES):
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name.removesuffix(suffix)
-    return path.name
+    """The scan's name without .nii.gz/.nii (folders.nifti_stem, what its Volume is called)
+    or .zip/.dcm/...; a name that is only a suffix, or has none (a folder), stays whole."""
+    name = path.name
+    if is_nifti(name):
+        return nifti_stem(name) or name
+    suffix = next((s for s in DICOM_SUFFIXES if name.endswith(s)), "")
+    return name[: -len(suffix)] if suffix and len(name) > len(suffix) else name
 
 
 def result_dirs(scans: Sequence[Path], out_dir: Path) -> list[tuple[Path, Path]]:

@@ -33,7 +33,14 @@ from nibabel import orientations as nio
 from mrcnn.atomic import atomic_write
 from spine.config import WINDOW_PERCENTILES
 from spine.errors import InvalidScanError
-from spine.folders import NIFTI_SUFFIXES
+from spine.folders import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    is_nifti,
+    nifti_stem,
+    slice_image_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +50,6 @@ CANONICAL_AXCODES = ("R", "I", "P")
 MAX_VOXELS = 512**3  # a larger scan is almost certainly not a spine series
 MAX_IMAGE_PIXELS = 4096 * 4096  # a PNG slice larger than this is not an MR slice
 MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB of raw NIfTI (512^3 float64 plus header)
-NIFTI_EXTENSIONS = NIFTI_SUFFIXES  # spelt once, in spine.folders
 
 
 def _fail(what: str, todo: str) -> InvalidScanError:
@@ -68,14 +74,14 @@ def _open_source(source: str | Path | bytes | bytearray) -> Iterator[tuple[Any, 
     else:
         path = Path(source)
         name = path.name
-        if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        if not is_nifti(name):
             raise _fail(
                 f"'{name}' is not a NIfTI file name (expected .nii or .nii.gz)",
                 "Pass a .nii/.nii.gz file, or DICOM (a folder of the series, a .zip or .dcm)",
             )
         if not path.is_file():
             raise _fail(f"No such file: {name}", "Check the path")
-        default_name = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[:-4]
+        default_name = nifti_stem(name)
         raw, size = open(path, "rb"), path.stat().st_size  # noqa: SIM115 (closed below)
     with raw:
         if size == 0:
@@ -572,9 +578,6 @@ def volume_from_image(
     return volume
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
 def load_image_slice(source: str | Path | bytes, name: str | None = None) -> Volume:
     """A 2D sagittal slice saved as PNG/JPEG (path or bytes) -> a one-slice Volume with the
     assumed geometry of volume_from_image. Raises InvalidScanError for an unreadable image."""
@@ -595,19 +598,16 @@ def load_image_slice(source: str | Path | bytes, name: str | None = None) -> Vol
     return volume_from_image(grey, name=name or default)
 
 
-DICOM_EXTENSIONS = (".zip", ".dcm", ".dicom", ".ima")
-
-
 def is_dicom_source(source: str | Path | bytes, filename: str = "") -> bool:
     """True for a DICOM input: a folder, a .zip/.dcm name, or bytes/a file with the zip or
     DICM magic (DICOM files often have no extension at all)."""
-    if filename.lower().endswith(DICOM_EXTENSIONS):
+    if filename.lower().endswith(DICOM_SUFFIXES):
         return True
     if isinstance(source, (bytes, bytearray, memoryview)):
         head = bytes(source[:132])
     else:
         path = Path(source)
-        if path.is_dir() or path.name.lower().endswith(DICOM_EXTENSIONS):
+        if path.is_dir() or path.name.lower().endswith(DICOM_SUFFIXES):
             return True
         try:
             with open(path, "rb") as f:
@@ -621,9 +621,9 @@ def load_scan(source: str | Path | bytes, filename: str, name: str | None = None
     """A NIfTI volume, a PNG/JPEG slice, or a DICOM series (folder, .zip, .dcm; see
     spine.dicom): the one entry for uploads. A DICOM Volume is named after its series
     (spine.dicom.default_name), never after the file, whose name often carries the patient's."""
-    if filename.lower().endswith(IMAGE_EXTENSIONS):
+    if filename.lower().endswith(IMAGE_SUFFIXES):
         return load_image_slice(source, name)
-    if not filename.lower().endswith(NIFTI_EXTENSIONS) and is_dicom_source(source, filename):
+    if not filename.lower().endswith(NIFTI_SUFFIXES) and is_dicom_source(source, filename):
         from spine.dicom import load_dicom_series  # lazy: pydicom is only needed for DICOM
 
         return load_dicom_series(source)
@@ -672,12 +672,22 @@ def load_label_map(source: str | Path | bytes | nib.Nifti1Image, like: Volume) -
 # ----------------------------------------------------------------------------- windowing
 
 
+def percentile_range(
+    image: np.ndarray, low: float = WINDOW_PERCENTILES[0], high: float = WINDOW_PERCENTILES[1]
+) -> tuple[float, float]:
+    """The low and high intensity percentiles of image (as float32), (0, 0) when empty: the
+    window of the model input (window_percentile) and of the page (export.percentile_window)."""
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(image, [low, high]) if image.size else (0.0, 0.0)
+    return lo, hi
+
+
 def window_percentile(
     image: np.ndarray, low: float = WINDOW_PERCENTILES[0], high: float = WINDOW_PERCENTILES[1]
 ) -> np.ndarray:
     """Any-shape intensities -> uint8, mapping the low..high percentiles to 0..255."""
     image = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(image, [low, high]) if image.size else (0.0, 0.0)
+    lo, hi = percentile_range(image, low, high)
     if hi <= lo:
         hi = lo + 1e-6 if image.size == 0 else float(image.max())
     if hi <= lo:
@@ -762,7 +772,7 @@ def save_image(image: np.ndarray, path: str | Path, quality: int = 95) -> Path:
     """Write a uint8 [H, W] or RGB [H, W, 3] image as PNG/JPEG (by extension), atomically."""
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in (".png", ".jpg", ".jpeg"):
+    if ext not in IMAGE_SUFFIXES:
         raise ValueError(f"unsupported image extension {ext!r} (use .png or .jpg)")
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -789,7 +799,6 @@ def export_slices(
     """
     stack = window_percentile(volume.data, low, high)  # [S, H, W] uint8, one window per volume
     indices = list(range(volume.num_slices)) if indices is None else indices
-    return [
-        save_image(stack[i], Path(out_dir) / f"{volume.name}_s{i:03d}.{fmt.lstrip('.')}")
-        for i in indices
-    ]
+    suffix = "." + fmt.lstrip(".")
+    return [save_image(stack[i], Path(out_dir) / slice_image_name(volume.name, i, suffix))
+            for i in indices]  # fmt: skip

@@ -27,7 +27,7 @@ syntax (e.g. MPEG video) is refused naming the syntax and what to install (DECOD
 from __future__ import annotations
 
 from spine.dicom.errors import DicomInputError, NotSagittalError
-from spine.dicom.files import DICOM_SUFFIXES, folder_has_dicom, is_dicom, looks_like_dicom_path
+from spine.dicom.files import DICOM_FILE_SUFFIXES, folder_has_dicom, is_dicom, looks_like_dicom_path
 from spine.dicom.geometry import DicomReference
 from spine.dicom.headers import PLANES, plane_of, sequence_hint
 from spine.dicom.pixels import DECODERS_HINT
@@ -37,7 +37,7 @@ from spine.dicom.zips import MAX_ZIP_BYTES, MAX_ZIP_MEMBERS, is_zip
 
 __all__ = [
     "DECODERS_HINT",
-    "DICOM_SUFFIXES",
+    "DICOM_FILE_SUFFIXES",
     "MAX_ZIP_BYTES",
     "MAX_ZIP_MEMBERS",
     "PLANES",

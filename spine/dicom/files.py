@@ -13,11 +13,11 @@ from typing import Any
 
 from spine.dicom import zips
 from spine.dicom.errors import fail
+from spine.folders import DICOM_FILE_SUFFIXES, DICOM_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 20_000  # files looked at in one folder tree
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
 @dataclass
@@ -39,7 +39,7 @@ def is_dicom(raw: bytes) -> bool:
 def looks_like_dicom_path(path: str | Path) -> bool:
     """A folder, a .zip or a .dcm/.ima file, or any file with the DICM magic."""
     path = Path(path)
-    if path.is_dir() or path.name.lower().endswith((".zip", *DICOM_SUFFIXES)):
+    if path.is_dir() or path.name.lower().endswith(DICOM_SUFFIXES):
         return True
     try:
         with open(path, "rb") as f:
@@ -53,7 +53,7 @@ def folder_has_dicom(folder: Path, limit: int = 200) -> bool:
     for k, path in enumerate(p for p in sorted(folder.rglob("*")) if p.is_file()):
         if k >= limit:
             return False
-        if path.name.lower().endswith(DICOM_SUFFIXES) or looks_like_dicom_path(path):
+        if path.name.lower().endswith(DICOM_FILE_SUFFIXES) or looks_like_dicom_path(path):
             return True
     return False
 

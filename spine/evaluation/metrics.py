@@ -209,11 +209,16 @@ class SliceEvaluation:
             self.ap.append(0.0)
             return
         pred_scores = np.asarray(pred_scores, dtype=np.float32)
+        # An empty predicted mask (a box whose mask pasted to nothing) has a zero box, which
+        # mrcnn.metrics would trim as padding and misalign the scores: give it a 1-pixel box
+        # so that it stays a false detection (its mask overlaps nothing).
+        pred_boxes = extract_bboxes(pred_masks)
+        pred_boxes[~pred_masks.any(axis=(0, 1))] = (0, 0, 1, 1)
         args = (
             extract_bboxes(gt_masks),
             np.ones(g, np.int32),
             gt_masks,
-            extract_bboxes(pred_masks),
+            pred_boxes,
             np.ones(p, np.int32),
             pred_scores,
             pred_masks,

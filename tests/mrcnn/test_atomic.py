@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from mrcnn.atomic import atomic_write, write_bytes_atomic
+from mrcnn.atomic import atomic_folder, atomic_write, write_bytes_atomic
 
 
 def test_writes_text_and_bytes_and_leaves_no_temp_file(tmp_path):
@@ -55,3 +55,37 @@ def test_the_file_mode_follows_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_folder_replaces_the_old_one_whole_from_a_unique_temp_folder(tmp_path):
+    target = tmp_path / "train"
+    target.mkdir()
+    (target / "old.png").write_text("old")
+    with atomic_folder(target) as first, atomic_folder(target) as second:
+        assert first != second and first.parent == second.parent == tmp_path
+        assert (target / "old.png").is_file()  # untouched while the new set is written
+        (first / "new.png").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.png"]  # the last to finish wins
+    assert [p.name for p in tmp_path.iterdir()] == ["train"]  # no temp folder left
+
+
+def test_a_failed_folder_keeps_the_old_one_and_removes_the_temp_folder(tmp_path):
+    target = tmp_path / "train"
+    target.mkdir()
+    (target / "old.png").write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(target) as tmp:
+        (tmp / "half.png").write_text("half")
+        raise KeyboardInterrupt
+    assert [p.name for p in target.iterdir()] == ["old.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["train"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_folder_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with atomic_folder(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask

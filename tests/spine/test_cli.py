@@ -139,13 +139,7 @@ def _parser_of(entry: str, monkeypatch) -> argparse.ArgumentParser:
     return built[0]
 
 
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(name, marks=pytest.mark.xfail(
-        name == "spine-phantom", strict=True,
-        reason="spine/phantom.py: prog is 'python -m spine.phantom' (issue 16, CLIs)"))
-     for name in sorted(SCRIPTS)],
-)  # fmt: skip
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_every_console_script_names_itself_in_usage_and_explains_every_option(
     script, monkeypatch
 ):

@@ -143,6 +143,18 @@ def test_slice_ap_of_a_shifted_mask_drops_at_strict_thresholds():
     assert ev.summary()["mAP50_95"] == pytest.approx(0.4)
 
 
+def test_an_empty_predicted_mask_counts_as_a_false_detection():
+    gt = np.zeros((20, 20, 1), bool)
+    gt[2:8, 2:8, 0] = True
+    pred = np.zeros((20, 20, 3), bool)
+    pred[2:8, 2:8, 1] = True  # the body, ranked below an empty mask
+    pred[10:12, 10:12, 2] = True
+    result = SliceEvaluation()
+    result.add(gt, pred, np.array([0.9, 0.8, 0.7]))
+    assert result.true_pos == [False, True, False]  # best score first
+    assert result.ap50 == [pytest.approx(0.5)]  # precision 1/2 at the only recall step
+
+
 def test_slice_without_predictions_has_zero_ap():
     ev = SliceEvaluation()
     ev.add(_square(0, 0)[..., None], np.zeros((40, 40, 0), bool), np.zeros(0))
@@ -216,6 +228,43 @@ def test_cli_without_pairs_exits_2(tmp_path, capsys):
     assert evaluate.main(["--data", str(tmp_path), "--baseline-only", "--out",
                           str(tmp_path / "o")]) == 2
     assert "No scan/label-map pairs" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(phantom_dir, tmp_path_factory):
+    """spine-prepare's output (train/, val/ VIA folders, split.json) of the two phantoms."""
+    from spine.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(phantom_dir, out, val_fraction=0.5, progress=False)
+    return out
+
+
+def test_cli_refuses_prepare_output_and_names_the_volumes_to_pass(
+    prepared_dir, phantom_dir, tmp_path, capsys
+):
+    argv = ["--data", str(prepared_dir), "--weights", str(tmp_path / "absent.weights.h5"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert evaluate.main(argv) == 2  # the layout is checked before the model files
+    err = capsys.readouterr().err
+    assert err.startswith("spine-evaluate: error: ") and err.count("\n") == 1
+    assert "spine-prepare's output" in err
+    assert f"--data {phantom_dir.resolve()} --split {prepared_dir / 'split.json'}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_a_via_folder_saying_what_it_accepts(prepared_dir, tmp_path, capsys):
+    argv = ["--data", str(prepared_dir / "train"), "--baseline-only", "--out", str(tmp_path)]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "slice images with VIA annotations" in err
+    assert "NAME_vertebrae.nii.gz pairs" in err and "PNG folder" in err
+
+
+def test_data_help_names_every_layout_it_accepts():
+    data = next(a for a in evaluate.build_parser()._actions if a.dest == "data")
+    for layout in ("NAME_vertebrae.nii.gz pairs", "NIfTI", "PNG folder", "spine-prepare"):
+        assert layout in data.help
 
 
 @pytest.mark.slow  # ~25 s: the baseline on two full-size real volumes

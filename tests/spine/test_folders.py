@@ -10,6 +10,7 @@ import pytest
 
 from spine.errors import SpineInputError
 from spine.folders import (
+    SCAN_SUFFIXES,
     VolumePair,
     find_pairs,
     folder_kind,
@@ -17,9 +18,12 @@ from spine.folders import (
     is_nifti,
     is_png_folder,
     label_map_name,
+    levels_name,
+    nifti_name,
     nifti_stem,
     pair_levels,
     parse_level_range,
+    slice_image_name,
     source_of,
     split_subjects,
 )
@@ -154,3 +158,19 @@ def test_split_is_by_subject_stratified_and_reproducible():
     assert sorted(one["train"] + one["val"]) == sorted(subjects)
     assert sum(s.startswith("a_") for s in one["val"]) == 4  # round(17 / 4)
     assert sum(s.startswith("b_") for s in one["val"]) == 11
+
+
+def test_written_names_read_back_as_what_they_are():
+    assert nifti_name("sub01") == "sub01.nii.gz" and nifti_stem(nifti_name("sub01")) == "sub01"
+    assert is_label_map(label_map_name("sub01")) and not is_label_map(nifti_name("sub01"))
+    assert levels_name("sub01") == "sub01_levels.json"
+    assert slice_image_name("sub01", 7) == "sub01_s007.png"
+    assert slice_image_name("sub01", 12, ".jpg") == "sub01_s012.jpg"
+
+
+def test_every_scan_suffix_is_kept_by_the_upload_names_and_dispatched_by_the_loader():
+    from spine.names import safe_filename
+
+    assert {".nii.gz", ".nii", ".zip", ".dcm", ".png", ".jpg"} <= set(SCAN_SUFFIXES)
+    for suffix in SCAN_SUFFIXES:
+        assert safe_filename(f"../a b{suffix.upper()}") == f"a b{suffix}"

@@ -98,3 +98,23 @@ def test_cli_writes_real_data_naming(tmp_path):
     vol = load_volume(tmp_path / "phantom_007.nii.gz")
     labels = vol.load_label_map(tmp_path / "phantom_007_vertebrae.nii.gz")
     assert labels.max() == len(levels)
+
+
+@pytest.mark.parametrize("count", ["0", "-3", "two"])
+def test_cli_refuses_a_bad_count_as_a_usage_error(count, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "o"), "--count", count])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: spine-phantom ")
+    assert "spine-phantom: error: argument --count" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_reports_an_unwritable_output_in_one_line(tmp_path, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("not a folder")
+    assert main(["--out", str(out / "sub"), "--count", "1", "--size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spine-phantom: error: cannot create the output folder")
+    assert err.count("\n") == 1 and "Traceback" not in err

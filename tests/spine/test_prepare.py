@@ -147,3 +147,21 @@ def test_real_volume_exports_like_its_label_map(tmp_path):
     for k, value in enumerate(np.unique(labels[s][labels[s] > 0])):
         truth = labels[s] == value
         assert (masks[..., k] & truth).sum() / (masks[..., k] | truth).sum() >= 0.95
+
+
+def test_a_failed_run_keeps_the_old_folders_and_leaves_no_temp_folder(
+    cohort, tmp_path, monkeypatch
+):
+    import spine.prepare
+
+    prepare(cohort, tmp_path, progress=False)
+    before = sorted(p.name for p in (tmp_path / "train").iterdir())
+
+    def broken(*args, **kwargs):
+        raise SpineInputError("unreadable scan")
+
+    monkeypatch.setattr(spine.prepare, "export_subject", broken)
+    with pytest.raises(SpineInputError, match="unreadable scan"):
+        prepare(cohort, tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == before
+    assert not list(tmp_path.glob(".*"))  # the temp folder went with the error

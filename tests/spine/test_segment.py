@@ -95,6 +95,15 @@ def test_label_maps_in_the_folder_are_not_taken_for_scans(scans):
     assert sorted(p.name for p in found) == sorted(image.name for image, _ in scans)
 
 
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("t2.nii.gz", "t2"), ("t2.nii", "t2"), ("study.zip", "study"), ("x.dcm", "x"),
+     ("series.v2", "series.v2"), ("X.DCM", "X.DCM"), (".nii.gz", ".nii.gz"), (".zip", ".zip")],
+)  # fmt: skip
+def test_a_result_folder_is_named_after_the_scan_without_its_suffix(name, stem):
+    assert segment.scan_stem(Path("data") / name) == stem
+
+
 def test_a_bad_file_is_reported_and_the_others_are_done(oracle, scans, tmp_path, capsys):
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"\x1f\x8b not really gzip")
