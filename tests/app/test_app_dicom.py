@@ -99,6 +99,8 @@ def test_a_zipped_study_lists_its_series_and_preselects_the_sagittal_t2(study):
     assert "Series 4: T2 TSE SAG" in shown and "2024-01-31" in shown
     page = shown + texts(at.markdown) + texts(at.caption) + texts(at.warning)
     assert "Doe" not in page and "DOE" not in page
+    # ... while the SEG it offers does carry the patient module, and the page says so.
+    assert "SEG carries the source's patient module" in texts(at.caption)
 
 
 def pick(at: AppTest, text: str) -> AppTest:
