@@ -9,8 +9,6 @@ WINDOW_PERCENTILES sets the intensity window: the volume's 0.5th..99.5th percent
 0..255, one window for the whole volume. spine.model_input.ModelInput turns a volume into
 network images from these two settings; training datasets, spine-prepare, spine.pipeline and
 the page all call it, so a model always sees at inference what it saw in training.
-ADAPT_BATCHNORM re-estimates the trunk's BatchNorm statistics on each scan before segmenting
-it (test-time adaptation, mrcnn.adapt; spine.pipeline.Segmenter applies it).
 """
 
 from __future__ import annotations
@@ -22,20 +20,12 @@ WINDOW_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
 
 class SpineConfig(Config):
-    """Config with NEIGHBOUR_CHANNELS and ADAPT_BATCHNORM (see the module docstring); TOML
-    keys neighbour_channels, adapt_batchnorm."""
+    """Config with NEIGHBOUR_CHANNELS (see the module docstring); TOML key neighbour_channels."""
 
     NEIGHBOUR_CHANNELS = False
-    ADAPT_BATCHNORM = False
 
 
 def uses_neighbours(config: Config) -> bool:
     """True if the model behind config expects neighbouring slices in its R and B channels
     (a plain mrcnn Config never does)."""
     return bool(getattr(config, "NEIGHBOUR_CHANNELS", False))
-
-
-def adapts_batchnorm(config: Config) -> bool:
-    """True if the trunk's BatchNorm statistics are to be re-estimated on each scan
-    (SpineConfig.ADAPT_BATCHNORM; a plain mrcnn Config never asks for it)."""
-    return bool(getattr(config, "ADAPT_BATCHNORM", False))

@@ -26,7 +26,6 @@ from spine import bundled
 from spine.errors import InvalidScanError, MissingWeightsError, SpineInputError
 
 if TYPE_CHECKING:
-    from mrcnn.adapt import Statistics
     from mrcnn.config import Config
     from spine.volume import Volume
 
@@ -41,8 +40,6 @@ CONFIG_ENV = "SPINESEG_CONFIG"
 
 # Slices per model.detect call in segment_volume (progress is reported after each call).
 VOLUME_BATCH = 4
-# Test-time BatchNorm adaptation (ADAPT_BATCHNORM) measures a scan on at most this many slices.
-ADAPT_MAX_SLICES = 24
 
 ProgressCallback = Callable[[int, int], None]
 # Columns of SliceResult.measurements() and VolumeResult.measurements().
@@ -317,53 +314,20 @@ class Segmenter:
         self.weights_path = weights_path
         self._lock = threading.Lock()
 
-    def scan_statistics(
-        self, volume: Volume, stack: np.ndarray | None = None
-    ) -> Statistics | None:
-        """The trunk's BatchNorm statistics on this scan (test-time adaptation, mrcnn.adapt)
-        when the config asks for it (ADAPT_BATCHNORM), else None (the trained statistics).
-
-        Estimated from up to ADAPT_MAX_SLICES slices spread evenly over the scan (all of a
-        short series, the one slice of a PNG), so every slice of a scan, segmented alone or
-        with the volume, is normalised alike. stack: as in detect_slices.
-        """
-        from mrcnn.adapt import estimate_statistics
-        from spine.config import adapts_batchnorm
-        from spine.model_input import ModelInput
-
-        if not adapts_batchnorm(self.config):
-            return None
-        model_input = ModelInput.of(self.config)
-        stack = model_input.stack(volume.data) if stack is None else stack
-        count = min(volume.num_slices, ADAPT_MAX_SLICES)
-        picks = np.unique(np.linspace(0, volume.num_slices - 1, count).round().astype(int))
-        molded, _, _ = self.model.mold_inputs([model_input.image(stack, i) for i in picks])
-        with self._lock:
-            return estimate_statistics(self.model.keras_model, molded)
-
     def detect_slices(
-        self,
-        volume: Volume,
-        indices: Sequence[int],
-        stack: np.ndarray | None = None,
-        statistics: Statistics | None = None,
+        self, volume: Volume, indices: Sequence[int], stack: np.ndarray | None = None
     ) -> list[dict[str, Any]]:
         """model.detect on the given slices in one call -> Matterport result dicts.
 
         stack: the volume already windowed by model_stack (computed here when None).
-        statistics: scan_statistics(volume) to normalise the trunk with (None: as trained).
         """
-        from mrcnn.adapt import batchnorm_statistics
         from spine.model_input import ModelInput
 
         model_input = ModelInput.of(self.config)
         stack = model_input.stack(volume.data) if stack is None else stack
         images = [model_input.image(stack, i) for i in indices]  # [H, W, 3] each
         with self._lock:
-            if statistics is None:
-                return self.model.detect(images, verbose=0)
-            with batchnorm_statistics(self.model.keras_model, statistics):
-                return self.model.detect(images, verbose=0)
+            return self.model.detect(images, verbose=0)
 
     def segment_slice(self, volume: Volume, index: int, min_score: float = 0.0) -> SliceResult:
         """Vertebrae on one sagittal slice, ordered and named top to bottom."""
@@ -374,10 +338,7 @@ class Segmenter:
             raise InvalidScanError(
                 f"slice {index} does not exist: {volume.name} has slices 0-{volume.num_slices - 1}"
             )
-        stack = model_stack(volume, self.config)
-        (detection,) = self.detect_slices(
-            volume, [index], stack, self.scan_statistics(volume, stack)
-        )
+        (detection,) = self.detect_slices(volume, [index])
         masks, scores, s1 = clean_detections(detection, min_score)
         return build_slice_result(index, masks, scores, volume.spacing[1:], s1)
 
@@ -402,7 +363,6 @@ class Segmenter:
         check_segment_size(volume)
         total = volume.num_slices
         stack = model_stack(volume, self.config)
-        statistics = self.scan_statistics(volume, stack)  # once per scan, None unless adapting
         # Each batch's masks go straight into the label map (SliceLinker), so memory is one
         # label map plus one batch, whatever the number of slices.
         linker = SliceLinker(volume.data.shape)
@@ -411,7 +371,7 @@ class Segmenter:
             progress(0, total)
         for start in range(0, total, batch):
             indices = list(range(start, min(start + batch, total)))
-            for detection in self.detect_slices(volume, indices, stack, statistics):
+            for detection in self.detect_slices(volume, indices, stack):
                 linker.add(*clean_detections(detection, min_score))
                 if keep_detections:
                     raw.append(clean_detections(detection)[:2])

@@ -297,41 +297,6 @@ def test_a_real_network_returns_masks_on_the_native_grid(tiny_model, volume):
     assert result.labels.max() == result.count
 
 
-def test_batchnorm_adaptation_measures_each_scan_once_and_leaves_the_model_as_trained(
-    tiny_model, volume, monkeypatch
-):
-    import mrcnn.adapt
-    from spine.config import SpineConfig
-
-    weights, toml = tiny_model
-    plain = pipeline.load_segmenter(weights, SpineConfig.from_toml(toml))
-    adapting = pipeline.load_segmenter(weights, SpineConfig.from_toml(toml, ADAPT_BATCHNORM=True))
-    assert plain.scan_statistics(volume) is None
-    layers = mrcnn.adapt.trunk_batchnorms(adapting.model.keras_model)
-    trained = mrcnn.adapt.current_statistics(layers)
-    calls = []
-    estimate = mrcnn.adapt.estimate_statistics
-
-    def counted(keras_model, molded):
-        calls.append(len(molded))
-        return estimate(keras_model, molded)
-
-    monkeypatch.setattr(mrcnn.adapt, "estimate_statistics", counted)
-    result = adapting.segment_volume(volume, batch=2)  # 6 slices in 3 detect calls
-    assert calls == [volume.num_slices]  # one estimate per scan, on all its slices
-    assert result.labels.shape == volume.data.shape
-    for (m0, v0), (m1, v1) in zip(trained, mrcnn.adapt.current_statistics(layers), strict=True):
-        np.testing.assert_array_equal(m0, m1)
-        np.testing.assert_array_equal(v0, v1)
-    # The adapted network computes something else than the trained one on the same slice.
-    stack = pipeline.model_stack(volume, adapting.config)
-    adapted = adapting.detect_slices(volume, [2], stack, adapting.scan_statistics(volume, stack))
-    as_trained = adapting.detect_slices(volume, [2], stack)
-    assert not np.array_equal(adapted[0]["scores"], as_trained[0]["scores"]) or not (
-        np.array_equal(adapted[0]["rois"], as_trained[0]["rois"])
-    )
-
-
 def test_weights_that_do_not_fit_the_config_are_reported(tiny_model, tmp_path):
     from mrcnn.config import Config
 
