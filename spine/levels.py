@@ -77,6 +77,10 @@ S1_MIN_EVIDENCE = 0.5
 # was missed (or two were merged): names across it lose confidence.
 GAP_FACTOR = 1.6
 GAP_PENALTY = 0.5
+# Two outlines whose centres lie closer than this many vertebral spacings are one vertebra
+# seen twice (pieces of one body that the slices did not link, or a body and a piece of its
+# own arch): neighbouring vertebrae lie a whole spacing apart. They share one level name.
+SAME_LEVEL_FRACTION = 0.5
 
 
 @dataclass
@@ -89,6 +93,41 @@ class LevelNaming:
     confidence: list[float]
     anchored: bool
     note: str = ""
+
+
+def vertebral_spacing(rows: np.ndarray) -> float:
+    """The centre-to-centre distance of neighbouring vertebrae, from bodies' centre rows [N]
+    (sorted): the median gap, taken again over the gaps of at least half of it, so that
+    outlines of one vertebra seen twice (gaps near 0) do not pull it down. NaN for N < 2."""
+    gaps = np.diff(np.sort(np.asarray(rows, dtype=np.float64)))
+    if gaps.size == 0:
+        return float("nan")
+    wide = gaps[gaps >= 0.5 * np.median(gaps)]
+    return float(np.median(wide))
+
+
+def level_steps(rows: np.ndarray, anchor: int) -> np.ndarray:
+    """Levels of bodies ordered top to bottom, as steps from the anchor body's level [N]
+    (0 for the anchor, -1 the level above it, +1 the one below).
+
+    Walking away from the anchor, a body starts a new level only when its centre lies at
+    least SAME_LEVEL_FRACTION x vertebral_spacing from the first body of the current level;
+    closer ones are the same vertebra seen twice and share its level.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    steps = np.zeros(len(rows), dtype=np.int64)
+    spacing = vertebral_spacing(rows)
+    if not np.isfinite(spacing) or spacing <= 0:
+        return np.arange(len(rows)) - anchor
+    for direction in (-1, 1):
+        level, level_row = 0, rows[anchor]
+        k = anchor + direction
+        while 0 <= k < len(rows):
+            if abs(rows[k] - level_row) >= SAME_LEVEL_FRACTION * spacing:
+                level, level_row = level + direction, rows[k]
+            steps[k] = level
+            k += direction
+    return steps
 
 
 def name_from_evidence(
@@ -110,32 +149,43 @@ def name_from_evidence(
     if n == 0:
         return LevelNaming([], [], anchored=False)
     candidates = np.flatnonzero(evidence >= S1_MIN_EVIDENCE)
-    if candidates.size == 0:
-        return LevelNaming(
-            names=level_names(n, fallback_lowest),
-            confidence=[UNANCHORED_CONFIDENCE] * n,
-            anchored=False,
-            note=(
-                f"No S1 found in view: names are counted up from the lowest body, taken as "
-                f"{fallback_lowest}; a missed or extra body shifts every name."
-            ),
+    anchored = candidates.size > 0
+    if anchored:
+        anchor = int(candidates[np.argmax(evidence[candidates])])
+        anchor_name, anchor_confidence = "S1", float(evidence[anchor])
+    else:
+        anchor, anchor_name, anchor_confidence = n - 1, fallback_lowest, UNANCHORED_CONFIDENCE
+    steps = level_steps(rows, anchor)
+    names = [_name_at(SPINE_LEVELS.index(anchor_name) + int(step)) for step in steps]
+    shared = np.isin(steps, steps[np.flatnonzero(np.diff(steps) == 0)])  # [N] level seen twice
+    if not anchored:
+        note = (
+            f"No S1 found in view: names are counted up from the lowest body, taken as "
+            f"{fallback_lowest}; a missed or extra body shifts every name."
         )
-    anchor = int(candidates[np.argmax(evidence[candidates])])
-    s1_rank = SPINE_LEVELS.index("S1")
-    names = []
-    for k in range(n):
-        rank = s1_rank + (k - anchor)
-        names.append(SPINE_LEVELS[rank] if 0 <= rank < len(SPINE_LEVELS) else f"X{-rank}")
+        return LevelNaming(names, [UNANCHORED_CONFIDENCE] * n, anchored=False, note=note)
     gaps = np.diff(rows)  # [N-1], gap k between bodies k and k+1
-    suspicious = gaps > GAP_FACTOR * np.median(gaps) if gaps.size >= 2 else np.zeros(0, bool)
+    suspicious = gaps > GAP_FACTOR * vertebral_spacing(rows) if gaps.size >= 2 else gaps > np.inf
     confidence = []
     for k in range(n):
         between = suspicious[min(k, anchor) : max(k, anchor)]
-        confidence.append(float(evidence[anchor]) * GAP_PENALTY ** int(between.sum()))
-    note = ""
+        penalties = int(between.sum()) + int(shared[k])
+        confidence.append(anchor_confidence * GAP_PENALTY**penalties)
+    notes = []
     if suspicious.any():
-        note = "A gap between two bodies suggests a missed body: names across it are less sure."
-    if len(candidates) > 1:
-        more = "More than one body looked like S1; the strongest was used."
-        note = f"{note} {more}" if note else more
-    return LevelNaming(names, confidence, anchored=True, note=note)
+        notes.append(
+            "A gap between two bodies suggests a missed body: names across it are less sure."
+        )
+    if shared.any():
+        notes.append(
+            "Two outlines lie at one level (one vertebra seen twice): they share its name, "
+            "with less confidence."
+        )
+    if len(set(steps[candidates].tolist())) > 1:
+        notes.append("More than one body looked like S1; the strongest was used.")
+    return LevelNaming(names, confidence, anchored=True, note=" ".join(notes))
+
+
+def _name_at(rank: int) -> str:
+    """The level at a place top to bottom (SPINE_LEVELS); above C1, X1, X2, ... upward."""
+    return SPINE_LEVELS[rank] if 0 <= rank < len(SPINE_LEVELS) else f"X{-rank}"

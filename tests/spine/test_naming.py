@@ -58,6 +58,28 @@ def test_the_strongest_s1_candidate_wins_and_the_note_says_there_were_two():
     assert "More than one" in naming.note
 
 
+def test_one_vertebra_seen_twice_shares_its_name_and_does_not_shift_the_others():
+    # L3 comes as two outlines 4 px apart (a piece the slices did not link), S1 as two.
+    rows = np.array([20.0, 60.0, 98.0, 102.0, 140.0, 180.0, 218.0, 222.0])
+    s1 = np.array([0, 0, 0, 0, 0, 0, 0.9, 0.8])
+    naming = name_from_evidence(rows, s1)
+    assert naming.names == ["L1", "L2", "L3", "L3", "L4", "L5", "S1", "S1"]
+    assert naming.confidence == pytest.approx([0.9, 0.9, 0.45, 0.45, 0.9, 0.9, 0.45, 0.45])
+    assert "seen twice" in naming.note and "More than one" not in naming.note
+    assert "missed body" not in naming.note  # duplicates do not shrink the spacing
+    # Without S1 the count from the lowest body skips duplicates the same way.
+    assert name_from_evidence(rows[:6], np.zeros(6)).names == ["L1", "L2", "L3", "L3", "L4", "L5"]
+
+
+def test_vertebral_spacing_is_not_pulled_down_by_duplicates():
+    from spine.levels import vertebral_spacing
+
+    assert vertebral_spacing(ROWS) == pytest.approx(40.0)
+    with_pieces = np.sort(np.r_[ROWS, ROWS[1:4] + 3.0])  # three bodies seen twice
+    assert vertebral_spacing(with_pieces) == pytest.approx(37.0)
+    assert np.isnan(vertebral_spacing(ROWS[:1]))
+
+
 @pytest.fixture(scope="module")
 def sacral_phantom():
     """A phantom whose S1 is in view and labelled (levels end with S1)."""
