@@ -139,9 +139,10 @@ def name_from_evidence(
     strongly the network called each body S1 (its S1-class score, 0 for a plain body).
     With an S1 (evidence >= S1_MIN_EVIDENCE; the strongest wins) it is named S1, the bodies
     above L5, L4, ... and those below S2, ...; a body's confidence is S1's evidence, halved
-    for every suspicious gap (> GAP_FACTOR x the median gap) between it and S1. Without an
-    S1, names are counted from the lowest body (`fallback_lowest`) at UNANCHORED_CONFIDENCE
-    and the note says so.
+    for every suspicious gap (> GAP_FACTOR x vertebral_spacing) between it and S1, and
+    halved for a body that shares its level with another (level_steps: one vertebra seen
+    twice). Without an S1, names are counted from the lowest body (`fallback_lowest`), the
+    same way, at UNANCHORED_CONFIDENCE, and the note says so.
     """
     rows = np.asarray(rows, dtype=np.float64)
     evidence = np.asarray(s1_evidence, dtype=np.float64)
@@ -163,7 +164,7 @@ def name_from_evidence(
             f"No S1 found in view: names are counted up from the lowest body, taken as "
             f"{fallback_lowest}; a missed or extra body shifts every name."
         )
-        return LevelNaming(names, [UNANCHORED_CONFIDENCE] * n, anchored=False, note=note)
+        return LevelNaming(names, [anchor_confidence] * n, anchored=False, note=note)
     gaps = np.diff(rows)  # [N-1], gap k between bodies k and k+1
     suspicious = gaps > GAP_FACTOR * vertebral_spacing(rows) if gaps.size >= 2 else gaps > np.inf
     confidence = []
