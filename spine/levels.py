@@ -32,9 +32,7 @@ def level_names(count: int, lowest: str = "L5") -> list[str]:
     if lowest not in SPINE_LEVELS:
         raise ValueError(f"unknown level {lowest!r}; use one of {', '.join(SPINE_LEVELS)}")
     end = SPINE_LEVELS.index(lowest) + 1
-    names = SPINE_LEVELS[max(0, end - count) : end]
-    extra = count - len(names)
-    return [f"X{k}" for k in range(extra, 0, -1)] + names
+    return [_name_at(rank) for rank in range(end - count, end)]
 
 
 def centroids(masks_or_boxes: np.ndarray) -> np.ndarray:
