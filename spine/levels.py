@@ -139,8 +139,9 @@ def name_from_evidence(
     above L5, L4, ... and those below S2, ...; a body's confidence is S1's evidence, halved
     for every suspicious gap (> GAP_FACTOR x vertebral_spacing) between it and S1, and
     halved for a body that shares its level with another (level_steps: one vertebra seen
-    twice). Without an S1, names are counted from the lowest body (`fallback_lowest`), the
-    same way, at UNANCHORED_CONFIDENCE, and the note says so.
+    twice), and halved for every body when bodies of two levels look like S1 (a possible
+    lumbosacral transitional vertebra). Without an S1, names are counted from the lowest
+    body (`fallback_lowest`), the same way, at UNANCHORED_CONFIDENCE, and the note says so.
     """
     rows = np.asarray(rows, dtype=np.float64)
     evidence = np.asarray(s1_evidence, dtype=np.float64)
@@ -165,10 +166,13 @@ def name_from_evidence(
         return LevelNaming(names, [anchor_confidence] * n, anchored=False, note=note)
     gaps = np.diff(rows)  # [N-1], gap k between bodies k and k+1
     suspicious = gaps > GAP_FACTOR * vertebral_spacing(rows) if gaps.size >= 2 else gaps > np.inf
+    # Bodies of two different levels that both look like S1: where the lumbar spine ends is
+    # in doubt (a transitional vertebra, or a sacrum-like L5), so every name is.
+    transitional = len(set(steps[candidates].tolist())) > 1
     confidence = []
     for k in range(n):
         between = suspicious[min(k, anchor) : max(k, anchor)]
-        penalties = int(between.sum()) + int(shared[k])
+        penalties = int(between.sum()) + int(shared[k]) + int(transitional)
         confidence.append(anchor_confidence * GAP_PENALTY**penalties)
     notes = []
     if suspicious.any():
@@ -180,8 +184,12 @@ def name_from_evidence(
             "Two outlines lie at one level (one vertebra seen twice): they share its name, "
             "with less confidence."
         )
-    if len(set(steps[candidates].tolist())) > 1:
-        notes.append("More than one body looked like S1; the strongest was used.")
+    if transitional:
+        notes.append(
+            "More than one body looked like S1; the strongest was used. This can be a "
+            "lumbosacral transitional vertebra (a sacralised L5 or a lumbarised S1): every "
+            "name is less sure; confirm the count on a view that shows the whole spine."
+        )
     return LevelNaming(names, confidence, anchored=True, note=" ".join(notes))
 
 

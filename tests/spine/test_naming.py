@@ -52,10 +52,13 @@ def test_without_s1_names_are_counted_and_marked_unsure():
     assert name_from_evidence(ROWS[:3], np.zeros(3), "S1").names == ["L4", "L5", "S1"]
 
 
-def test_the_strongest_s1_candidate_wins_and_the_note_says_there_were_two():
+def test_two_levels_that_look_like_s1_make_every_name_unsure():
+    # L5 looks like S1 too (a sacralised L5 or a lumbarised S1): the strongest stays S1, but
+    # where the lumbar spine ends is in doubt, so every name is halved and the note says why.
     naming = name_from_evidence(ROWS, np.array([0, 0, 0, 0, 0.6, 0.95]))
     assert naming.names[-1] == "S1" and naming.names[-2] == "L5"
-    assert "More than one" in naming.note
+    assert naming.confidence == pytest.approx([0.475] * 6)
+    assert "More than one" in naming.note and "transitional" in naming.note
 
 
 def test_one_vertebra_seen_twice_shares_its_name_and_does_not_shift_the_others():
