@@ -47,6 +47,13 @@ class SliceScore:
     def fully_right(self) -> bool:
         return bool(self.levels) and all(self.named)
 
+    @property
+    def names_unsure(self) -> bool:
+        """Some name on this slice is shown as unsure (confidence < UNSURE_NAME)."""
+        from spine.pipeline import UNSURE_NAME
+
+        return any(c < UNSURE_NAME for c in self.confidence)
+
 
 @dataclass
 class FolderEvaluation:
@@ -72,6 +79,10 @@ class FolderEvaluation:
                 "named": float(np.mean([b[3] for b in rows])),
             }
         found_lumbar = [nm for f, nm in lumbar if f]
+        # Are the confidences worth reading? Slices whose names are all shown as sure should
+        # be right; the errors should sit on slices marked unsure.
+        sure = [s.fully_right for s in self.slices if not s.names_unsure]
+        unsure = [s.fully_right for s in self.slices if s.names_unsure]
         return {
             "slices": len(self.slices),
             "bodies": len(bodies),
@@ -84,6 +95,9 @@ class FolderEvaluation:
             "s1_bodies": len(s1),
             "t12_l5_found": float(np.mean([f for f, _ in lumbar])) if lumbar else None,
             "t12_l5_named_of_found": float(np.mean(found_lumbar)) if found_lumbar else None,
+            "slices_names_unsure": len(unsure) / len(self.slices) if self.slices else None,
+            "fully_right_when_sure": float(np.mean(sure)) if sure else None,
+            "fully_right_when_unsure": float(np.mean(unsure)) if unsure else None,
             "false_per_slice": float(np.mean([s.false_bodies for s in self.slices]))
             if self.slices else float("nan"),
             "seconds_per_slice": float(np.mean([s.seconds for s in self.slices]))

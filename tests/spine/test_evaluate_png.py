@@ -75,3 +75,25 @@ def test_spine_evaluate_scores_a_png_folder_with_the_baseline(tmp_path):
     assert "| found (recall) |" in (tmp_path / "out" / "REPORT.md").read_text()
     assert main(["--data", str(tmp_path / "d"), "--baseline-only", "--subset", "x",
                  "--out", str(tmp_path / "o2")]) == 2  # fmt: skip
+
+
+def test_the_summary_says_whether_names_marked_sure_were_right():
+    from spine.evaluation.png import FolderEvaluation, SliceScore
+
+    def scored(named, confidence):
+        return SliceScore("s", "p", ["L5", "S1"], [0.9, 0.9], [True, True], named,
+                          ["L5", "S1"], confidence, 0, 0.1)  # fmt: skip
+
+    ev = FolderEvaluation("model", "levels")
+    ev.slices = [
+        scored([True, True], [0.9, 0.9]),  # sure and right
+        scored([True, True], [0.9, 0.9]),
+        scored([False, True], [0.9, 0.9]),  # sure and wrong: what must stay rare
+        scored([False, False], [0.3, 0.3]),  # marked unsure and wrong
+    ]
+    summary = ev.summary()
+    assert summary["slices_names_unsure"] == 0.25
+    assert summary["fully_right_when_sure"] == 2 / 3
+    assert summary["fully_right_when_unsure"] == 0.0
+    ev.slices = ev.slices[:2]
+    assert ev.summary()["fully_right_when_unsure"] is None
