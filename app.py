@@ -56,7 +56,9 @@ COLUMNS = {
 # ----------------------------------------------------------------------------- model
 @st.cache_resource
 def memory_trimmer() -> Any:
-    """Once per server: return memory freed by closed sessions to the system (spine.memory)."""
+    """Once per server, before the model loads: fixed malloc thresholds, and a thread that
+    returns memory freed by closed sessions to the system (spine.memory)."""
+    memory.fix_malloc_thresholds()
     return memory.start_trimmer(interval_s=30.0)
 
 
