@@ -218,9 +218,15 @@ def user_naming(count: int, lowest: str) -> dict[str, Any]:
     }
 
 
+def name_is_unsure(confidence: float) -> bool:
+    """A name shown as unsure: its confidence is below UNSURE_NAME (the page and the CSV
+    then carry the naming note; spine-evaluate counts such slices)."""
+    return confidence < UNSURE_NAME
+
+
 def _unsure_note(values: Sequence[float], k: int, note: str) -> str:
-    """The naming note for a row whose name confidence is below UNSURE_NAME, else ""."""
-    return note if k < len(values) and values[k] < UNSURE_NAME else ""
+    """The naming note for a row whose name is unsure (name_is_unsure), else ""."""
+    return note if k < len(values) and name_is_unsure(values[k]) else ""
 
 
 def _confidence(values: Sequence[float], k: int) -> float | None:

@@ -49,10 +49,10 @@ class SliceScore:
 
     @property
     def names_unsure(self) -> bool:
-        """Some name on this slice is shown as unsure (confidence < UNSURE_NAME)."""
-        from spine.pipeline import UNSURE_NAME
+        """Some name on this slice is shown as unsure (spine.pipeline.name_is_unsure)."""
+        from spine.pipeline import name_is_unsure
 
-        return any(c < UNSURE_NAME for c in self.confidence)
+        return any(name_is_unsure(c) for c in self.confidence)
 
 
 @dataclass
