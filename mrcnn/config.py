@@ -27,6 +27,7 @@ DERIVED_FIELDS = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 LEGACY_GPU_COUNT = "GPU_COUNT"
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+DETECTION_SCORES = ("class", "foreground")  # Config.DETECTION_SCORE
 
 
 class Config:
@@ -103,6 +104,14 @@ class Config:
     DETECTION_MAX_INSTANCES = 100
     DETECTION_MIN_CONFIDENCE = 0.7
     DETECTION_NMS_THRESHOLD = 0.3
+    # What a detection's score is (the number DETECTION_MIN_CONFIDENCE keeps or drops, NMS
+    # and AP rank): "class" (Matterport) the probability of the most probable class, the
+    # background included, with NMS per class; "foreground" 1 - P(background), the class
+    # being the most probable of the others, with NMS across classes. With classes that split
+    # one kind of object (a vertebral body vs S1), "class" drops an object the classifier is
+    # sure of but cannot place (P = 0.01 / 0.19 / 0.80 scores 0.80; "foreground" 0.99).
+    # Either way detect() also returns every detection's class probabilities (class_probs).
+    DETECTION_SCORE = "class"
 
     LEARNING_RATE = 0.001
     LEARNING_MOMENTUM = 0.9
@@ -170,6 +179,10 @@ class Config:
             raise ValueError("NUM_CLASSES counts the background too: it must be >= 1")
         if self.IMAGE_RESIZE_MODE not in ("none", "square", "pad64", "crop"):
             raise ValueError(f"unknown IMAGE_RESIZE_MODE {self.IMAGE_RESIZE_MODE!r}")
+        if self.DETECTION_SCORE not in DETECTION_SCORES:
+            raise ValueError(
+                f"DETECTION_SCORE must be one of {DETECTION_SCORES}, got {self.DETECTION_SCORE!r}"
+            )
         if self.IMAGE_RESIZE_MODE in ("square", "crop") and self.IMAGE_MAX_DIM % 64:
             raise ValueError(
                 "IMAGE_MAX_DIM must be divisible by 64 (2^6) so the FPN levels align; "

@@ -31,28 +31,39 @@ def refine_detections(
     min_confidence: float,
     nms_threshold: float,
     max_instances: int,
+    score: str = "class",
 ) -> Any:
     """Detections of one image.
 
     rois: [N, 4] normalized; probs: [N, C]; deltas: [N, C, 4]; window: [4] normalized.
-    Returns [max_instances, (y1, x1, y2, x2, class_id, score)], zero-padded, by score.
+    score: Config.DETECTION_SCORE, "class" (Matterport: the most probable class, background
+    included, scores; NMS per class) or "foreground" (1 - P(background) scores, the most
+    probable non-background class is named; NMS across classes).
+    Returns [max_instances, 6 + C]: (y1, x1, y2, x2, class_id, score) as Matterport's, then
+    the ROI's C class probabilities; zero-padded, by score.
     """
     num_classes = probs.shape[1]
-    class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")  # [N]
+    if score == "foreground":
+        class_ids = ops.cast(ops.argmax(probs[:, 1:], axis=1), "int32") + 1  # [N]
+    else:
+        class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")  # [N]
     one_hot = ops.one_hot(class_ids, num_classes, dtype="float32")  # [N, C]
-    scores = ops.sum(probs * one_hot, axis=1)  # [N]
+    # [N]: P(object) or P(the named class)
+    scores = 1.0 - probs[:, 0] if score == "foreground" else ops.sum(probs * one_hot, axis=1)
     class_deltas = ops.sum(deltas * one_hot[:, :, None], axis=1)  # [N, 4]
     class_deltas = class_deltas * ops.convert_to_tensor(np.array(bbox_std_dev, np.float32))
     refined = box_utils.apply_box_deltas_graph(rois, clamp_size_deltas(class_deltas))
     refined = box_utils.clip_boxes_graph(refined, window)  # [N, 4]
 
     keep = ops.logical_and(class_ids > 0, scores >= min_confidence)
-    # Per-class NMS in one call: shift each class to its own region of the plane (boxes are
-    # within [0, 1]), so boxes of different classes never overlap.
-    offset = ops.cast(class_ids, "float32")[:, None] * 2.0
+    nms_boxes = refined
+    if score == "class":
+        # Per-class NMS in one call: shift each class to its own region of the plane (boxes
+        # are within [0, 1]), so boxes of different classes never overlap.
+        nms_boxes = refined + ops.cast(class_ids, "float32")[:, None] * 2.0
     nms_scores = ops.where(keep, scores, -1.0)
     kept = mops.non_max_suppression(
-        refined + offset, nms_scores, max_instances, nms_threshold, score_threshold=-0.5
+        nms_boxes, nms_scores, max_instances, nms_threshold, score_threshold=-0.5
     )  # [max_instances], -1 padded, by descending score
     valid = ops.cast(kept >= 0, "float32")[:, None]
     safe = ops.maximum(kept, 0)
@@ -61,6 +72,7 @@ def refine_detections(
             ops.take(refined, safe, axis=0),
             ops.cast(ops.take(class_ids, safe), "float32")[:, None],
             ops.take(scores, safe)[:, None],
+            ops.take(probs, safe, axis=0),
         ],
         axis=1,
     )
@@ -71,8 +83,8 @@ class DetectionLayer(layers.Layer):
     """Final detections of the inference graph.
 
     Inputs: rois [B, N, 4], mrcnn_class [B, N, C] probabilities, mrcnn_bbox [B, N, C, 4],
-    image_meta [B, META]. Output [B, max_instances, (y1, x1, y2, x2, class_id, score)]
-    with normalized coordinates, zero-padded.
+    image_meta [B, META]. Output [B, max_instances, (y1, x1, y2, x2, class_id, score) + the
+    C class probabilities] with normalized coordinates, zero-padded (refine_detections).
     """
 
     def __init__(
@@ -83,6 +95,7 @@ class DetectionLayer(layers.Layer):
         max_instances: int,
         image_shape: tuple[int, int],
         batch_size: int,
+        score: str = "class",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -92,13 +105,14 @@ class DetectionLayer(layers.Layer):
         self.max_instances = int(max_instances)
         self.image_shape = tuple(int(v) for v in image_shape[:2])
         self.batch_size = int(batch_size)
+        self.score = str(score)
 
     def call(self, rois: Any, mrcnn_class: Any, mrcnn_bbox: Any, image_meta: Any) -> Any:
         window = window_from_meta(image_meta, self.image_shape)  # [B, 4]
         outputs = [
             refine_detections(
                 rois[b], mrcnn_class[b], mrcnn_bbox[b], window[b], self.bbox_std_dev,
-                self.min_confidence, self.nms_threshold, self.max_instances,
+                self.min_confidence, self.nms_threshold, self.max_instances, self.score,
             )
             for b in range(self.batch_size)
         ]
@@ -106,14 +120,14 @@ class DetectionLayer(layers.Layer):
 
     def compute_output_shape(self, rois_shape: Any, mrcnn_class_shape: Any, mrcnn_bbox_shape: Any,
                              image_meta_shape: Any) -> tuple:
-        return (rois_shape[0], self.max_instances, 6)
+        return (rois_shape[0], self.max_instances, 6 + mrcnn_class_shape[-1])
 
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             bbox_std_dev=self.bbox_std_dev, min_confidence=self.min_confidence,
             nms_threshold=self.nms_threshold, max_instances=self.max_instances,
-            image_shape=self.image_shape, batch_size=self.batch_size,
+            image_shape=self.image_shape, batch_size=self.batch_size, score=self.score,
         )
         return config
 
@@ -124,13 +138,13 @@ def unmold_detections(
     original_image_shape: tuple[int, ...],
     image_shape: tuple[int, ...],
     window: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One image's network output -> Matterport's results at the original image size.
 
-    detections: [D, (y1, x1, y2, x2, class_id, score)] normalized, zero-padded;
-    mrcnn_mask: [D, mh, mw, num_classes]; window: (y1, x1, y2, x2) pixels of the image in
-    the molded input. Returns rois int32 [N, 4], class_ids int32 [N], scores float32 [N],
-    masks bool [H, W, N].
+    detections: [D, (y1, x1, y2, x2, class_id, score) + C class probabilities] normalized,
+    zero-padded (DetectionLayer); mrcnn_mask: [D, mh, mw, C]; window: (y1, x1, y2, x2)
+    pixels of the image in the molded input. Returns rois int32 [N, 4], class_ids int32 [N],
+    scores float32 [N], masks bool [H, W, N] and class_probs float32 [N, C].
     """
     from mrcnn import utils
 
@@ -139,6 +153,7 @@ def unmold_detections(
     boxes = detections[:n, :4]
     class_ids = detections[:n, 4].astype(np.int32)
     scores = detections[:n, 5].astype(np.float32)
+    class_probs = detections[:n, 6:].astype(np.float32)  # [N, C]
     masks = mrcnn_mask[np.arange(n), :, :, class_ids]  # [N, mh, mw]
 
     # Boxes are normalized to the molded image; express them in the window, then denormalize.
@@ -151,4 +166,4 @@ def unmold_detections(
     keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
     full_masks = utils.paste_masks(masks, boxes, original_image_shape)  # [H, W, N] bool
-    return boxes.astype(np.int32), class_ids, scores, full_masks
+    return boxes.astype(np.int32), class_ids, scores, full_masks, class_probs[keep]

@@ -212,7 +212,7 @@ def build_model(config: Any, mode: str) -> keras.Model:
         bbox_std_dev=config.BBOX_STD_DEV, min_confidence=config.DETECTION_MIN_CONFIDENCE,
         nms_threshold=config.DETECTION_NMS_THRESHOLD,
         max_instances=config.DETECTION_MAX_INSTANCES, image_shape=(h, w),
-        batch_size=config.BATCH_SIZE, name="mrcnn_detection",
+        batch_size=config.BATCH_SIZE, score=config.DETECTION_SCORE, name="mrcnn_detection",
     )(rpn_rois, class_probs, bbox, inputs["input_image_meta"])
     detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
     masks = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps,
@@ -464,7 +464,9 @@ class MaskRCNN:
         """Detect instances in any number of RGB images [H, W, 3].
 
         Returns one dict per image: rois int32 [N, (y1, x1, y2, x2)], class_ids int32 [N],
-        scores float32 [N], masks bool [H, W, N], all at the image's original size.
+        scores float32 [N], masks bool [H, W, N], all at the image's original size, and
+        class_probs float32 [N, NUM_CLASSES]: each detection's class probabilities (its
+        score is class_probs[i, class_ids[i]] unless config.DETECTION_SCORE is "foreground").
         """
         if self.mode != "inference":
             raise ValueError("detect() needs a model created in inference mode")
@@ -486,8 +488,8 @@ class MaskRCNN:
             detections = np.asarray(out["detections"])
             mrcnn_mask = np.asarray(out["mrcnn_mask"])
             for i, image in enumerate(chunk):
-                rois, class_ids, scores, masks = unmold_detections(
+                rois, class_ids, scores, masks, class_probs = unmold_detections(
                     detections[i], mrcnn_mask[i], image.shape, molded[i].shape, windows[i])
                 results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
-                                "masks": masks})
+                                "masks": masks, "class_probs": class_probs})
         return results

@@ -170,6 +170,11 @@ def _run(args: argparse.Namespace) -> int:
             f"({m['false_in_range_per_volume']:.2f} in the labelled range)  "
             f"mAP@.5 {m['mAP50']:.3f}  mAP@[.5:.95] {m['mAP50_95']:.3f}"
             + (f"  named {m['named_right']:.3f}" if "named_right" in m else "")
+            + (
+                f"  fully named when sure {m['fully_named_when_sure']:.3f}"
+                if m.get("fully_named_when_sure") is not None
+                else ""
+            )
         )
     print("\n".join(lines))
     return 0

@@ -134,7 +134,7 @@ def name_from_evidence(
     """Name bodies ordered top to bottom from S1 upward when S1 is found.
 
     rows: centre row of each body [N] (top to bottom). s1_evidence: [N] in [0, 1], how
-    strongly the network called each body S1 (its S1-class score, 0 for a plain body).
+    strongly the network called each body S1 (its S1 probability, spine.pipeline).
     With an S1 (evidence >= S1_MIN_EVIDENCE; the strongest wins) it is named S1, the bodies
     above L5, L4, ... and those below S2, ...; a body's confidence is S1's evidence, halved
     for every suspicious gap (> GAP_FACTOR x vertebral_spacing) between it and S1, and

@@ -72,7 +72,7 @@ class SliceResult:
     masks: bool [H, W, N] on the native slice grid. boxes: int32 [N, (y1, x1, y2, x2)] pixels,
     y2/x2 exclusive. scores: float32 [N]. levels: N names (e.g. "L1".."S1"), with
     name_confidence [N] in [0, 1] and naming_note (what the names rest on; spine.levels).
-    s1_evidence: float32 [N], the network's S1-class score per body (0 for a plain body).
+    s1_evidence: float32 [N], the network's S1 probability per body (clean_detections).
     spacing: (row_mm, col_mm) of the slice's pixels.
     """
 
@@ -461,9 +461,10 @@ def clean_detections(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One detect() result -> (masks bool [H, W, n], scores float32 [n], s1 float32 [n]).
 
-    s1: the score of detections of the S1 class (spine.dataset.S1_CLASS_ID), 0 for plain
-    bodies (and for every detection of a model without an S1 class). Drops detections below
-    min_score and those whose mask is empty.
+    s1: the network's probability that the detection is S1 (spine.dataset.S1_CLASS_ID),
+    whichever class it was named; without class_probs (a plain Matterport result) the score
+    of detections named S1, 0 for the others; 0 for a model without an S1 class. Drops
+    detections below min_score and those whose mask is empty.
     """
     from spine.dataset import S1_CLASS_ID
 
@@ -473,7 +474,11 @@ def clean_detections(
         shape = masks.shape[:2] if masks.ndim >= 2 else (0, 0)
         return np.zeros(shape + (0,), bool), np.zeros([0], np.float32), np.zeros([0], np.float32)
     class_ids = np.asarray(detection.get("class_ids", np.ones(len(scores))), dtype=np.int32)
-    s1 = np.where(class_ids == S1_CLASS_ID, scores, 0.0).astype(np.float32)
+    probs = detection.get("class_probs")  # [n, NUM_CLASSES]
+    if probs is not None and np.shape(probs)[-1] > S1_CLASS_ID:
+        s1 = np.asarray(probs, dtype=np.float32)[:, S1_CLASS_ID]
+    else:
+        s1 = np.where(class_ids == S1_CLASS_ID, scores, 0.0).astype(np.float32)
     keep = (scores >= min_score) & masks.any(axis=(0, 1))
     return masks[..., keep], scores[keep], s1[keep]
 
@@ -519,7 +524,7 @@ def build_slice_result(
     s1: np.ndarray | None = None,
 ) -> SliceResult:
     """Order instances top to bottom, name them from the S1 evidence (spine.levels), and
-    compute their boxes. s1: S1-class score per instance [n] (None: no S1 class)."""
+    compute their boxes. s1: S1 probability per instance [n] (None: no S1 class)."""
     from mrcnn.utils import extract_bboxes
     from spine.levels import centroids, name_from_evidence, order_top_to_bottom
 
@@ -551,7 +556,7 @@ def link_slices(
     """Link per-slice instances into bodies by overlap with the neighbouring slices.
 
     per_slice: S entries of (masks bool [H, W, n_s], scores [n_s]) or (masks, scores,
-    s1 [n_s]) with the S1-class scores (clean_detections). An instance joins the body it
+    s1 [n_s]) with the S1 probabilities (clean_detections). An instance joins the body it
     overlaps most (IoU >= min_iou, greedy, best pairs first) among the bodies seen in the
     last max_gap + 1 slices; otherwise it starts a new body. Bodies are then renumbered top
     to bottom by centroid row and named from their S1 evidence (spine.levels), each body's
@@ -595,7 +600,7 @@ class SliceLinker:
         self.rows = np.repeat(np.arange(height, dtype=np.float64), width)  # [H * W] row index
         self.counts = np.zeros(1, np.int64)  # [tracks + 1] voxels of each track
         self.row_sum = np.zeros(1, np.float64)  # [tracks + 1] sum of their row indices
-        # (slice, track) -> detection score, S1-class score, pixels of the track there.
+        # (slice, track) -> detection score, S1 probability, pixels of the track there.
         self.score_of: dict[tuple[int, int], float] = {}
         self.s1_of: dict[tuple[int, int], float] = {}
         self.area_of: dict[tuple[int, int], int] = {}

@@ -329,6 +329,23 @@ def report_markdown(
             f"{_fmt(m['mAP50_95'])} | {_fmt(m['pooled_AP50'])} | "
             f"{_fmt(m['seconds_per_volume'], 2)} |"
         )
+    named = {k: m for k, m in methods.items() if "named_right" in m}
+    if named:
+        lines += [
+            "",
+            "## Level names",
+            "",
+            "| method | bodies named right | volumes fully named | volumes with a name "
+            "marked unsure | fully named, of volumes with every name sure | fully named, of "
+            "volumes with a name unsure |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, m in named.items():
+            lines.append(
+                f"| {name} | {_fmt(m['named_right'])} | {_fmt(m['volumes_fully_named'])} | "
+                f"{_fmt(m.get('volumes_names_unsure'))} | {_fmt(m.get('fully_named_when_sure'))}"
+                f" | {_fmt(m.get('fully_named_when_unsure'))} |"
+            )
     lines += [
         "",
         "## Per source (mean Dice per volume)",
@@ -389,6 +406,11 @@ def report_markdown(
         "mrcnn.metrics), averaged over the slices that contain a ground-truth body. "
         "Pooled AP@0.5 ranks all detections of all those slices together, as COCO does "
         "(COCO also samples 101 recall points; see tests/spine/test_cocoeval.py).",
+        "- Level names (where the data name their levels): a body is named right when it is "
+        "found and its name is its true level; a volume is fully named when every labelled "
+        "body is. A volume has a name marked unsure when the page marks one of its names so "
+        "(name confidence below spine.pipeline.UNSURE_NAME): the last two columns say how far "
+        "a user can trust names shown as sure.",
         "- The baseline (spine.baseline) is threshold + connected components, no "
         "learning; its detections are scored by their extent (area / box area).",
         "",

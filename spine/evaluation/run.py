@@ -36,6 +36,8 @@ class MethodResult:
     seconds: float
     # Per ground-truth body: found and given its true level name (None: levels unknown).
     named: np.ndarray | None = None
+    # Some name in the volume was shown as unsure (spine.pipeline.name_is_unsure).
+    names_unsure: bool = False
 
 
 @dataclass
@@ -52,17 +54,21 @@ class CaseResult:
 
 def run_model(
     segmenter: Any, volume: Any, min_score: float = 0.0
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[str]]:
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[str], bool]:
     """The label map, every slice's detections and the level names, from one pass of
     Segmenter.segment_volume (the code the app and spine-segment run).
 
     The segmenter's network keeps detections down to its own (lowered) threshold, so AP
     ranks them; the label map keeps only those >= min_score (the operating point).
     Returns (labels int32 [S, H, W], S entries of (masks [H, W, n], scores [n]), the level
-    names of labels 1..N as the page shows them).
+    names of labels 1..N as the page shows them, whether the page marks any name unsure).
     """
+    from spine.pipeline import name_is_unsure
+
     result = segmenter.segment_volume(volume, min_score=min_score, keep_detections=True)
-    return np.asarray(result.labels, dtype=np.int32), result.detections, list(result.levels)
+    unsure = any(name_is_unsure(c) for c in result.name_confidence)
+    labels = np.asarray(result.labels, dtype=np.int32)
+    return labels, result.detections, list(result.levels), unsure
 
 
 def evaluate_case(
@@ -82,12 +88,12 @@ def evaluate_case(
     out = CaseResult(case, gt, volume.data, tuple(volume.spacing), levels)
     if segmenter is not None:
         start = time.perf_counter()
-        labels, detections, predicted_levels = run_model(segmenter, volume, min_score)
+        labels, detections, predicted_levels, unsure = run_model(segmenter, volume, min_score)
         seconds = time.perf_counter() - start
         scores = volume_metrics(gt, labels, levels)
         out.methods["model"] = MethodResult(
             labels, scores, evaluate_slices(gt, detections), seconds,
-            names_right(scores, predicted_levels),
+            names_right(scores, predicted_levels), unsure,
         )  # fmt: skip
     if baseline:
         start = time.perf_counter()
@@ -161,7 +167,7 @@ def summarize(results: Sequence[CaseResult], info: dict[str, Any] | None = None)
             "foreground_dice": _nanmean([m.scores.foreground_dice for _, m in rows]),
             "gt_bodies": int(all_dice.size),
             "seconds_per_volume": float(np.mean([m.seconds for _, m in rows])),
-            **_naming_summary([m.named for _, m in rows]),
+            **_naming_summary([(m.named, m.names_unsure) for _, m in rows]),
             **slices.summary(),
             "per_source": {
                 k: {"volumes": len(v), "mean_dice": _nanmean(v)}
@@ -179,15 +185,22 @@ def summarize(results: Sequence[CaseResult], info: dict[str, Any] | None = None)
     return summary
 
 
-def _naming_summary(named: Sequence[np.ndarray | None]) -> dict[str, Any]:
-    """named_right (of all bodies with known levels) and volumes_fully_named, or {}."""
-    known = [n for n in named if n is not None]
+def _naming_summary(named: Sequence[tuple[np.ndarray | None, bool]]) -> dict[str, Any]:
+    """named_right (of all bodies with known levels), volumes_fully_named, and how often a
+    volume fully named right had every name shown as sure or some name marked unsure; {}
+    without known levels. named: per volume (named per body or None, names_unsure)."""
+    known = [(n, unsure) for n, unsure in named if n is not None]
     if not known:
         return {}
-    every = np.concatenate(known)
+    every = np.concatenate([n for n, _ in known])
+    sure = [bool(n.all()) for n, unsure in known if not unsure]
+    unsure = [bool(n.all()) for n, unsure in known if unsure]
     return {
         "named_right": float(every.mean()) if every.size else float("nan"),
-        "volumes_fully_named": float(np.mean([bool(n.all()) for n in known])),
+        "volumes_fully_named": float(np.mean([bool(n.all()) for n, _ in known])),
+        "volumes_names_unsure": len(unsure) / len(known),
+        "fully_named_when_sure": float(np.mean(sure)) if sure else None,
+        "fully_named_when_unsure": float(np.mean(unsure)) if unsure else None,
     }
 
 

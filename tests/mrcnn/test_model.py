@@ -38,7 +38,7 @@ def test_inference_graph_output_shapes(config):
     model = build_model(config, "inference")
     batch = training_batch(config)
     out = model({k: batch[k] for k in ("input_image", "input_image_meta")})
-    assert tuple(out["detections"].shape) == (2, 8, 6)
+    assert tuple(out["detections"].shape) == (2, 8, 6 + 4)  # + the 4 class probabilities
     assert tuple(out["mrcnn_mask"].shape) == (2, 8, 28, 28, 4)
     assert tuple(out["mrcnn_class"].shape) == (2, 32, 4)
 
@@ -100,7 +100,24 @@ def test_detect_returns_one_result_per_image_at_its_original_size(config, tmp_pa
         assert r["rois"].shape == (n, 4) and r["rois"].dtype == np.int32
         assert r["scores"].shape == (n,) and r["class_ids"].dtype == np.int32
         assert r["masks"].shape == (*image.shape[:2], n) and r["masks"].dtype == bool
+        assert r["class_probs"].shape == (n, config.NUM_CLASSES)
+        np.testing.assert_allclose(r["class_probs"].sum(axis=1), 1.0, atol=1e-5)
+        named = r["class_probs"][np.arange(n), r["class_ids"]]
+        np.testing.assert_allclose(named, r["scores"], atol=1e-6)  # Matterport scoring
     assert len(mrcnn.detect(images[:3])) == 3
+
+
+def test_foreground_scoring_scores_the_object_and_keeps_the_class_probability(tmp_path):
+    # The graph's detection layer scores objects (refine_detections' tests hold the math);
+    # the score is then 1 - P(background).
+    config = tiny_config(DETECTION_SCORE="foreground")
+    mrcnn = MaskRCNN("inference", config, tmp_path)
+    assert mrcnn.keras_model.get_layer("mrcnn_detection").score == "foreground"
+    for r in mrcnn.detect(random_images(2)):
+        assert len(r["scores"]) > 0 and (r["class_ids"] > 0).all()
+        np.testing.assert_allclose(r["scores"], 1.0 - r["class_probs"][:, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="DETECTION_SCORE"):
+        tiny_config(DETECTION_SCORE="max")
 
 
 def test_detect_needs_inference_mode(config, tmp_path):

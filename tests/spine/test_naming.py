@@ -135,3 +135,20 @@ def test_user_override_names_from_the_chosen_lowest_level(sacral_phantom):
     assert result.levels == sacral_phantom.levels
     assert result.name_confidence == [1.0] * result.count and "set by you" in result.naming_note
     assert segmenter.segment_volume(volume).renamed(None).levels[-1] == "L5"
+
+
+def test_s1_evidence_is_the_s1_probability_whichever_class_was_named():
+    # Under DETECTION_SCORE "foreground" a detection scores 1 - P(background) (0.99) while
+    # the network gave S1 only 0.8: the names rest on the 0.8, and on the 0.3 of a body
+    # named "vertebral body" too.
+    masks = np.zeros((8, 8, 2), bool)
+    masks[1:3, 1:3, 0] = masks[5:7, 5:7, 1] = True
+    detection = {"masks": masks, "scores": np.array([0.99, 0.97], np.float32),
+                 "class_ids": np.array([S1_CLASS_ID, 1]),
+                 "class_probs": np.array([[0.01, 0.19, 0.8], [0.03, 0.67, 0.3]], np.float32)}
+    _, scores, s1 = pipeline.clean_detections(detection, min_score=0.9)
+    np.testing.assert_allclose(scores, [0.99, 0.97])
+    np.testing.assert_allclose(s1, [0.8, 0.3])
+    # Matterport's results (no class_probs): the score of a detection named S1.
+    del detection["class_probs"]
+    np.testing.assert_allclose(pipeline.clean_detections(detection)[2], [0.99, 0.0])

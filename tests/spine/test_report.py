@@ -75,3 +75,24 @@ def test_report_cites_the_real_data_sources(results, tmp_path):
 def test_overlay_panel_shows_image_truth_and_each_method(results):
     panel = report.overlay_panel(results[0])
     assert panel.dtype == np.uint8 and panel.shape == (40, 30 * 4, 3)
+
+
+def test_names_are_summarised_by_whether_the_page_showed_them_as_sure(results, tmp_path):
+    # Volume 1: both bodies named right, names shown as sure; volume 2: one body misnamed,
+    # with a name marked unsure. A third volume: misnamed while every name looked sure.
+    third = _result("chu2015_03", 0)
+    results[0].methods["model"].named = np.array([True, True])
+    results[1].methods["model"].named = np.array([True, False])
+    results[1].methods["model"].names_unsure = True
+    third.methods["model"].named = np.array([False, False])
+    summary = summarize([*results, third])
+    model = summary["methods"]["model"]
+    assert model["named_right"] == pytest.approx(3 / 6)
+    assert model["volumes_fully_named"] == pytest.approx(1 / 3)
+    assert model["volumes_names_unsure"] == pytest.approx(1 / 3)
+    assert model["fully_named_when_sure"] == pytest.approx(1 / 2)
+    assert model["fully_named_when_unsure"] == 0.0
+    assert "named_right" not in summary["methods"]["baseline"]  # no names: no figures
+    report.write_outputs([*results, third], summary, tmp_path)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "## Level names" in text and "| model | 0.500 | 0.333 | 0.333 | 0.500 | 0.000 |" in text
