@@ -359,7 +359,11 @@ def test_cli_end_to_end_with_a_random_init_model(phantom_dir, tmp_path):
         ("phantom_01", "baseline"), ("phantom_01", "model"),
         ("phantom_02", "baseline"), ("phantom_02", "model")]
     report = (out / "REPORT.md").read_text().splitlines()
-    assert sum(line.startswith("| model |") for line in report) == 1
+    # One model row in the method table and one in the level-names table (phantoms name
+    # their levels); the baseline names nothing, so it has only the first.
+    assert sum(line.startswith("| model |") for line in report) == 2
+    assert sum(line.startswith("| baseline |") for line in report) == 1
+    assert "## Level names" in report
 
 
 def test_false_bodies_outside_the_labelled_range_are_counted_apart():
