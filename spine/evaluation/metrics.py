@@ -305,6 +305,23 @@ def names_right(scores: VolumeScores, predicted_levels: Sequence[str]) -> np.nda
     return out
 
 
+def trust_in_names(
+    cases: Sequence[tuple[bool, bool]],
+) -> tuple[float | None, float | None, float | None]:
+    """Are the name confidences worth reading? cases: per slice or volume (fully named
+    right, some name shown as unsure). Returns (share of cases with a name marked unsure,
+    fully right of the cases whose names were all shown as sure, fully right of the others);
+    None where there is no case to count. Sure names should be right; the errors should sit
+    where a name is marked unsure."""
+    sure = [right for right, unsure in cases if not unsure]
+    unsure = [right for right, unsure in cases if unsure]
+    return (
+        len(unsure) / len(cases) if cases else None,
+        float(np.mean(sure)) if sure else None,
+        float(np.mean(unsure)) if unsure else None,
+    )
+
+
 def score_slice(
     gt_labels: np.ndarray,
     gt_levels: Sequence[str],

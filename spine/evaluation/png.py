@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from spine.evaluation.metrics import score_slice
+from spine.evaluation.metrics import score_slice, trust_in_names
 from spine.levels import level_rank
 
 
@@ -79,10 +79,9 @@ class FolderEvaluation:
                 "named": float(np.mean([b[3] for b in rows])),
             }
         found_lumbar = [nm for f, nm in lumbar if f]
-        # Are the confidences worth reading? Slices whose names are all shown as sure should
-        # be right; the errors should sit on slices marked unsure.
-        sure = [s.fully_right for s in self.slices if not s.names_unsure]
-        unsure = [s.fully_right for s in self.slices if s.names_unsure]
+        unsure, right_when_sure, right_when_unsure = trust_in_names(
+            [(s.fully_right, s.names_unsure) for s in self.slices]
+        )
         return {
             "slices": len(self.slices),
             "bodies": len(bodies),
@@ -95,9 +94,9 @@ class FolderEvaluation:
             "s1_bodies": len(s1),
             "t12_l5_found": float(np.mean([f for f, _ in lumbar])) if lumbar else None,
             "t12_l5_named_of_found": float(np.mean(found_lumbar)) if found_lumbar else None,
-            "slices_names_unsure": len(unsure) / len(self.slices) if self.slices else None,
-            "fully_right_when_sure": float(np.mean(sure)) if sure else None,
-            "fully_right_when_unsure": float(np.mean(unsure)) if unsure else None,
+            "slices_names_unsure": unsure,
+            "fully_right_when_sure": right_when_sure,
+            "fully_right_when_unsure": right_when_unsure,
             "false_per_slice": float(np.mean([s.false_bodies for s in self.slices]))
             if self.slices else float("nan"),
             "seconds_per_slice": float(np.mean([s.seconds for s in self.slices]))

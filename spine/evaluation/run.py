@@ -20,6 +20,7 @@ from spine.evaluation.metrics import (
     evaluate_slices,
     names_right,
     slice_detections_from_labels,
+    trust_in_names,
     volume_metrics,
 )
 from spine.folders import VolumePair, pair_levels
@@ -193,14 +194,14 @@ def _naming_summary(named: Sequence[tuple[np.ndarray | None, bool]]) -> dict[str
     if not known:
         return {}
     every = np.concatenate([n for n, _ in known])
-    sure = [bool(n.all()) for n, unsure in known if not unsure]
-    unsure = [bool(n.all()) for n, unsure in known if unsure]
+    fully = [(bool(n.all()), unsure) for n, unsure in known]  # per volume
+    share_unsure, right_when_sure, right_when_unsure = trust_in_names(fully)
     return {
         "named_right": float(every.mean()) if every.size else float("nan"),
-        "volumes_fully_named": float(np.mean([bool(n.all()) for n, _ in known])),
-        "volumes_names_unsure": len(unsure) / len(known),
-        "fully_named_when_sure": float(np.mean(sure)) if sure else None,
-        "fully_named_when_unsure": float(np.mean(unsure)) if unsure else None,
+        "volumes_fully_named": float(np.mean([right for right, _ in fully])),
+        "volumes_names_unsure": share_unsure,
+        "fully_named_when_sure": right_when_sure,
+        "fully_named_when_unsure": right_when_unsure,
     }
 
 
