@@ -43,13 +43,13 @@ def refine_detections(
     the ROI's C class probabilities; zero-padded, by score.
     """
     num_classes = probs.shape[1]
-    if score == "foreground":
+    if score == "foreground":  # P(object), named by the likeliest object class
         class_ids = ops.cast(ops.argmax(probs[:, 1:], axis=1), "int32") + 1  # [N]
-    else:
+        scores = 1.0 - probs[:, 0]  # [N]
+    else:  # Matterport: the likeliest class, background included, and its probability
         class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")  # [N]
+        scores = ops.max(probs, axis=1)  # [N]
     one_hot = ops.one_hot(class_ids, num_classes, dtype="float32")  # [N, C]
-    # [N]: P(object) or P(the named class)
-    scores = 1.0 - probs[:, 0] if score == "foreground" else ops.sum(probs * one_hot, axis=1)
     class_deltas = ops.sum(deltas * one_hot[:, :, None], axis=1)  # [N, 4]
     class_deltas = class_deltas * ops.convert_to_tensor(np.array(bbox_std_dev, np.float32))
     refined = box_utils.apply_box_deltas_graph(rois, clamp_size_deltas(class_deltas))
