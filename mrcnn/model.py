@@ -410,8 +410,11 @@ class MaskRCNN:
             except ValueError as exc:
                 logger.warning("optimizer state not restored (%s): it starts afresh", exc)
                 self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        # shuffle=False: train_seq permutes each epoch itself, from (seed, epoch). Keras'
+        # own shuffle would reorder the batches again with Python's global `random`, whose
+        # state a resumed process does not share with the run it continues.
         history = self.keras_model.fit(
-            train_seq, initial_epoch=self.epoch, epochs=epochs,
+            train_seq, initial_epoch=self.epoch, epochs=epochs, shuffle=False,
             steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
             validation_data=val_seq,
             validation_steps=self.config.VALIDATION_STEPS if val_seq is not None else None,
