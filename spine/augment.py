@@ -7,7 +7,9 @@ the same for the three channels (a slice and its neighbours come from one scan):
 smooth non-monotonic intensity curves and inversion (T1/T2/STIR-like contrasts), gamma,
 contrast, bias field, down-then-up sampling (thick slices, coarse matrices), ghosting
 (motion along the phase direction), blur and Gaussian/Rician noise; a field of view that ends
-part-way through the top or bottom body. `SpineAugmenter.heavy`
+part-way through the top or bottom body; each labelled body's own brightness and contrast
+(marrow signal differs between bodies and scans: fatty, oedematous, sclerotic or dark-marrow
+bodies), the one change that uses the masks. `SpineAugmenter.heavy`
 is the contrast-randomised recipe the bundled model is trained with (weights/README.md).
 It has no `to_deterministic`, so mrcnn.data calls it directly (imgaug does not run on NumPy 2).
 """
@@ -41,6 +43,7 @@ class SpineAugmenter:
     p_resample: float = 0.0  # down-then-up sampling
     p_ghost: float = 0.0  # motion ghosts along one axis
     p_fov_cut: float = 0.0  # end the field of view through the top or bottom body
+    p_body: float = 0.0  # each body's own intensity remap (remap_body_intensities)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -64,6 +67,8 @@ class SpineAugmenter:
             image, masks = self.warp(image, masks, self.random_matrix(image.shape[:2]))
         if rng.random() < self.p_fov_cut:
             image, masks = cut_field_of_view(image, masks, rng)
+        if rng.random() < self.p_body:
+            image = remap_body_intensities(image, masks, rng)
         return self.intensity(image), masks
 
     # ------------------------------------------------------------------ geometry
@@ -164,6 +169,33 @@ def cut_field_of_view(
         cut = extent[-1] + 1 - depth  # rows [cut, H) are beyond it
         image[cut:], masks[cut:] = 0, False
     return image, masks
+
+
+def remap_body_intensities(
+    image: np.ndarray, masks: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Give each labelled body its own linear intensity change (SynthSeg-style per-region
+    remapping, with the regions we have labels for): inside body k, x -> a_k (x - m_k) + m_k
+    + b_k, with m_k the body's mean, contrast a_k in [0.6, 1.4] and brightness b_k in
+    [-0.3, 0.3] (of the full range), so a body may end up brighter or darker than the discs
+    and tissue around it, as marrow does across scans and diseases.
+
+    image uint8 [H, W, C], masks bool [H, W, N] (same channels for all three slices: the
+    neighbours' bodies lie where the centre slice's do, to within the slice spacing). Each
+    body's weight is its mask blurred by ~1.5 px, so no new hard edge marks its outline.
+    """
+    if masks.shape[-1] == 0:
+        return image
+    x = image.astype(np.float32) / 255.0
+    for k in range(masks.shape[-1]):
+        inside = masks[:, :, k]
+        if not inside.any():
+            continue
+        weight = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 1.5)[..., None]
+        mean = x[inside].mean(axis=0)  # [C]
+        remapped = rng.uniform(0.6, 1.4) * (x - mean) + mean + rng.uniform(-0.3, 0.3)
+        x = weight * remapped + (1.0 - weight) * x
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def random_intensity_curve(x: np.ndarray, rng: np.random.Generator, knots: int = 6) -> np.ndarray:

@@ -89,3 +89,37 @@ def test_field_of_view_cut_passes_through_the_outermost_body():
     empty = np.zeros((100, 40, 0), bool)
     same, _ = cut_field_of_view(image, empty, np.random.default_rng(0))
     assert (same == image).all()
+
+
+def test_each_body_gets_its_own_intensity_and_the_rest_is_untouched():
+    from spine.augment import remap_body_intensities
+
+    image = np.full((64, 64, 3), 100, np.uint8)
+    masks = np.zeros((64, 64, 2), bool)
+    masks[8:24, 8:24, 0] = True
+    masks[36:52, 36:52, 1] = True
+    out = remap_body_intensities(image, masks, np.random.default_rng(3))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    # Far from both bodies (beyond the ~1.5 px blur of their weights): unchanged.
+    assert (out[:, 30] == 100).all() and (out[60:, :30] == 100).all()
+    # Inside, each body moved by its own offset, the same for the three channels.
+    first, second = out[14:18, 14:18].astype(int), out[42:46, 42:46].astype(int)
+    assert len(np.unique(first)) == 1 and len(np.unique(second)) == 1
+    assert first[0, 0, 0] != 100 and second[0, 0, 0] != 100 and first[0, 0, 0] != second[0, 0, 0]
+    # The change fades in over the blurred edge: no new hard step at the outline.
+    row = out[16, 2:14, 0].astype(int)
+    assert np.abs(np.diff(row)).max() < abs(int(first[0, 0, 0]) - 100)
+
+
+def test_body_remap_keeps_a_body_s_texture_ordered_when_its_contrast_is_positive():
+    from spine.augment import remap_body_intensities
+
+    ramp = np.tile(np.linspace(60, 180, 32, dtype=np.float32), (32, 1)).astype(np.uint8)
+    image = np.repeat(ramp[..., None], 3, axis=2)
+    masks = np.ones((32, 32, 1), bool)
+    out = remap_body_intensities(image, masks, np.random.default_rng(0))[16, :, 0].astype(int)
+    assert np.all(np.diff(out) >= 0)  # a_k > 0: darker stays darker inside the body
+    assert not np.array_equal(out, ramp[16].astype(int))
+    unchanged = SpineAugmenter(seed=0, p_body=0.0, p_affine=0, p_gamma=0, p_contrast=0,
+                               p_bias=0, p_noise=0, p_blur=0, p_invert=0)(image, masks)[0]
+    assert np.array_equal(unchanged, image)  # p_body = 0 (the default): off
