@@ -156,14 +156,24 @@ def unmold_detections(
     class_probs = detections[:n, 6:].astype(np.float32)  # [N, C]
     masks = mrcnn_mask[np.arange(n), :, :, class_ids]  # [N, mh, mw]
 
-    # Boxes are normalized to the molded image; express them in the window, then denormalize.
-    wy1, wx1, wy2, wx2 = box_utils.norm_boxes(np.asarray(window)[None], image_shape[:2])[0]
-    shift = np.array([wy1, wx1, wy1, wx1])
-    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
-    boxes = box_utils.denorm_boxes((boxes - shift) / scale, original_image_shape[:2])
+    # Boxes are normalized to the molded image (Matterport: y / (h - 1), the exclusive y2 as
+    # (y2 - 1) / (h - 1)). Back to pixel edges of the molded image, then into the original by
+    # the resize itself: the window [wy1, wy2) holds the H original rows, so an edge at y lies
+    # at (y - wy1) * H / (wy2 - wy1). (Denormalizing with the original's own (H - 1) instead
+    # would add 1 - H / (wy2 - wy1) pixels to every box: +0.4 px for a 224 px scan shown at
+    # 384.) The masks are pasted at these fractional edges; rois are them rounded.
+    height, width = image_shape[:2]
+    pixel_edges = boxes * np.array([height - 1, width - 1, height - 1, width - 1]) + np.array(
+        [0, 0, 1, 1])
+    wy1, wx1, wy2, wx2 = (float(v) for v in window)
+    to_original = np.array([original_image_shape[0] / (wy2 - wy1),
+                            original_image_shape[1] / (wx2 - wx1)] * 2)
+    exact = (pixel_edges - np.array([wy1, wx1, wy1, wx1])) * to_original  # [N, 4] float
+    rois = np.around(exact).astype(np.int32)
 
     # Drop boxes with no area (they can appear at the window's border).
-    keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
-    boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
-    full_masks = utils.paste_masks(masks, boxes, original_image_shape)  # [H, W, N] bool
-    return boxes.astype(np.int32), class_ids, scores, full_masks, class_probs[keep]
+    keep = (rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]) > 0
+    rois, exact, class_ids, scores, masks = (
+        rois[keep], exact[keep], class_ids[keep], scores[keep], masks[keep])
+    full_masks = utils.paste_masks(masks, exact, original_image_shape)  # [H, W, N] bool
+    return rois, class_ids, scores, full_masks, class_probs[keep]

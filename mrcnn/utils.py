@@ -187,36 +187,59 @@ def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape: Sequence[i
     return mask
 
 
-def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a soft mask [h, w] to [height, width] (float32).
+def _linear_weights(n_out: int, start: int, lo: float, hi: float, n_in: int) -> np.ndarray:
+    """[n_out, n_in] weights of linear interpolation from n_in equal cells spanning [lo, hi)
+    to the pixels start .. start + n_out - 1 of the image.
 
-    cv2's INTER_LINEAR samples at the same half-pixel centres as skimage's order-1 resize
-    with mode="edge" (Matterport's call), without anti-aliasing, ~20x faster: it is what
-    makes pasting 100 masks into a 1024x1024 image cheap.
+    Pixel p has its centre at p + 0.5, which lies at c = (p + 0.5 - lo) * n_in / (hi - lo)
+    - 0.5 in cell-centre coordinates (the half-pixel convention of cv2's INTER_LINEAR and
+    skimage's order-1 resize, which resize the image); c is clamped to [0, n_in - 1], so the
+    edge cells repeat. For whole-pixel lo and hi this is cv2.resize of the cells to hi - lo.
     """
-    import cv2
+    centres = (start + np.arange(n_out) + 0.5 - lo) * (n_in / (hi - lo)) - 0.5
+    c = np.clip(centres, 0.0, n_in - 1.0)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (c - i0).astype(np.float32)
+    weights = np.zeros((n_out, n_in), np.float32)
+    rows = np.arange(n_out)
+    weights[rows, i0] = 1.0 - frac
+    weights[rows, i1] += frac  # i1 == i0 only where clamped, and there frac == 0
+    return weights
 
-    return cv2.resize(np.ascontiguousarray(mask, dtype=np.float32), (int(width), int(height)),
-                      interpolation=cv2.INTER_LINEAR)
 
+def _paste(target: np.ndarray, mask: np.ndarray, bbox: Sequence[float]) -> None:
+    """Threshold soft mask [h, w] spread over bbox (y1, x1, y2, x2) at 0.5 into bool target
+    [H, W] (a view), dropping the parts outside the image.
 
-def _paste(target: np.ndarray, mask: np.ndarray, bbox: Sequence[int]) -> None:
-    """Threshold soft mask [h, w] resized to bbox (y1, x1, y2, x2) at 0.5 into bool target
-    [H, W] (a view), dropping the parts outside the image."""
-    y1, x1, y2, x2 = (int(v) for v in bbox[:4])
+    The box may have fractional edges (a box found in a resized image lands between pixels
+    of the original): a pixel belongs to the box when its centre lies inside, and its value
+    is the mask bilinearly sampled at that centre, so outlines keep the network's sub-pixel
+    placement instead of moving by up to half a pixel per edge to whole-pixel box edges.
+    Separable: soft [rows, cols] = Wy [rows, h] @ mask [h, w] @ Wx [cols, w]^T.
+    """
+    y1, x1, y2, x2 = (float(v) for v in bbox[:4])
     height, width = target.shape[:2]
-    top, left = max(y1, 0), max(x1, 0)
-    bottom, right = min(y2, height), min(x2, width)
+    top, left = max(int(np.floor(y1)), 0), max(int(np.floor(x1)), 0)
+    bottom, right = min(int(np.ceil(y2)), height), min(int(np.ceil(x2)), width)
     if y2 <= y1 or x2 <= x1 or bottom <= top or right <= left:
         return
-    box_mask = _resize_mask(mask, y2 - y1, x2 - x1) >= 0.5
-    target[top:bottom, left:right] = box_mask[top - y1 : bottom - y1, left - x1 : right - x1]
+    mask = np.asarray(mask, dtype=np.float32)
+    rows_w = _linear_weights(bottom - top, top, y1, y2, mask.shape[0])
+    cols_w = _linear_weights(right - left, left, x1, x2, mask.shape[1])
+    soft = rows_w @ mask @ cols_w.T
+    row_centres = np.arange(top, bottom) + 0.5
+    col_centres = np.arange(left, right) + 0.5
+    inside = ((row_centres >= y1) & (row_centres < y2))[:, None] & (
+        (col_centres >= x1) & (col_centres < x2))[None, :]
+    target[top:bottom, left:right] = (soft >= 0.5) & inside
 
 
-def unmold_mask(mask: np.ndarray, bbox: Sequence[int], image_shape: Sequence[int]) -> np.ndarray:
+def unmold_mask(mask: np.ndarray, bbox: Sequence[float], image_shape: Sequence[int]) -> np.ndarray:
     """A predicted soft mask [h, w] in (0, 1) -> bool [H, W] mask of the image (threshold 0.5).
 
-    bbox: (y1, x1, y2, x2) pixel box the mask covers; parts outside the image are dropped.
+    bbox: (y1, x1, y2, x2) box the mask covers, in pixel edges (whole or fractional, _paste);
+    parts outside the image are dropped.
     """
     full_mask = np.zeros(tuple(image_shape[:2]), dtype=bool)
     _paste(full_mask, mask, bbox)
@@ -225,7 +248,8 @@ def unmold_mask(mask: np.ndarray, bbox: Sequence[int], image_shape: Sequence[int
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
     """unmold_mask for many masks at once, straight into one output array (no per-mask
-    full-image temporaries). masks: [N, h, w] soft; boxes: [N, (y1, x1, y2, x2)] pixels.
+    full-image temporaries). masks: [N, h, w] soft; boxes: [N, (y1, x1, y2, x2)] pixel
+    edges, whole or fractional.
     Returns bool [H, W, N].
     """
     out = np.zeros((*(int(v) for v in image_shape[:2]), len(masks)), dtype=bool)

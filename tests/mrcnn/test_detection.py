@@ -94,3 +94,17 @@ def test_unmold_maps_boxes_and_masks_back_to_the_original_image():
     np.testing.assert_allclose(probs, [[0.05, 0.05, 0.9]])
     assert masks.shape == (32, 64, 1) and masks.dtype == bool
     assert masks[8:24, 8:32, 0].all() and masks.sum() == 16 * 24
+
+
+def test_unmold_maps_box_edges_by_the_resize_factor_of_an_upsampled_scan():
+    # A 224 px scan shown at 384 (window 0..384): a box whose edges are 0 and 74 molded
+    # pixels covers 74 * 224 / 384 = 43.17 original pixels, so rows 0-42 (centres < 43.17).
+    # Denormalizing with the scan's own (H - 1) gave rows 0-43, a box 0.4 px too large.
+    det = np.zeros((1, 6 + 2), np.float32)
+    det[0] = [0, 0, 73 / 383, 73 / 383, 1, 0.99, 0.01, 0.99]
+    mask = np.ones((1, 28, 28, 2), np.float32)
+    rois, _, _, masks, _ = unmold_detections(
+        det, mask, (224, 224, 3), (384, 384, 3), np.array([0, 0, 384, 384]))
+    np.testing.assert_array_equal(rois, [[0, 0, 43, 43]])
+    rows = np.nonzero(masks[:, :, 0].any(axis=1))[0]
+    assert rows[-1] == 42 and masks.sum() == 43 * 43

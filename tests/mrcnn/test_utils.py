@@ -132,3 +132,33 @@ def test_image_meta_roundtrip_numpy_and_graph():
         keras.ops.convert_to_numpy(graph["original_image_shape"])[0], [90, 60, 3]
     )
     np.testing.assert_allclose(keras.ops.convert_to_numpy(graph["scale"]), [1.42, 1.42], rtol=1e-6)
+
+
+def test_a_whole_pixel_box_pastes_exactly_as_cv2_resizes():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    soft = rng.random((28, 28)).astype(np.float32)
+    full = U.unmold_mask(soft, (5, 7, 45, 37), (60, 50))
+    expected = np.zeros((60, 50), bool)
+    expected[5:45, 7:37] = cv2.resize(soft, (30, 40), interpolation=cv2.INTER_LINEAR) >= 0.5
+    np.testing.assert_array_equal(full, expected)
+
+
+def test_a_fractional_box_covers_the_pixels_whose_centres_lie_inside_it():
+    full = U.unmold_mask(np.ones((28, 28), np.float32), (10.6, 2.2, 20.4, 7.9), (30, 12))
+    rows, cols = np.nonzero(full.any(axis=1))[0], np.nonzero(full.any(axis=0))[0]
+    # Centres 11.5 .. 19.5 lie in [10.6, 20.4); 2.5 .. 7.5 in [2.2, 7.9). Rounding the box
+    # to whole pixels first would have given rows 11 .. 19 -> 11 .. 20 (one row more).
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (11, 19, 2, 7)
+    assert full.sum() == 9 * 6
+
+
+def test_an_outline_follows_a_sub_pixel_shift_of_its_box():
+    ramp = np.tile(np.linspace(1.0, 0.0, 28, dtype=np.float32)[None, :], (28, 1))
+    # Over a 41 px box starting at dx the ramp crosses 0.5 at x = dx + 20.5: pixels with
+    # centres up to there are kept. Rounding the box to whole pixels first would put the
+    # crossing at 21.5 for dx = 0.6 (keeping pixel 21).
+    last = [np.nonzero(U.unmold_mask(ramp, (0, dx, 20, 41 + dx), (20, 60))[0])[0][-1]
+            for dx in (0.1, 0.6, 1.2)]
+    assert last == [20, 20, 21]
