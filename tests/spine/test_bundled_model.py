@@ -37,7 +37,7 @@ def test_bundled_model_segments_the_example_scan(segmenter):
     assert scores.recall == 1.0  # all 7 bodies (T11-L5) found
     assert names_right(scores, result.levels).all(), result.levels  # named up from S1
     assert "S1" in result.levels and "No S1" not in result.naming_note
-    assert scores.mean_dice >= 0.88, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.919
+    assert scores.mean_dice >= 0.88, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.921
 
 
 # Seeds 1000.. are the held-out evaluation phantoms (training used seeds 0-39).
@@ -49,7 +49,7 @@ def test_bundled_model_segments_held_out_phantoms(segmenter, tmp_path, seed):
     truth = load_label_map(tmp_path / "held_out_vertebrae.nii.gz", like=volume)
     scores = volume_metrics(truth, segmenter.segment_volume(volume).labels)
     assert scores.recall >= 0.9, f"recall {scores.recall:.3f}"  # measured: 1.0 on all three
-    assert scores.mean_dice >= 0.90, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.939-0.953
+    assert scores.mean_dice >= 0.90, f"mean Dice {scores.mean_dice:.3f}"  # measured: 0.933-0.952
 
 
 @pytest.mark.slow  # ~60 s: two real volumes, model and baseline
