@@ -7,6 +7,7 @@ that turns an image into model input (resize_image, resize_mask, mold_image) and
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -213,26 +214,22 @@ def _paste(target: np.ndarray, mask: np.ndarray, bbox: Sequence[float]) -> None:
     [H, W] (a view), dropping the parts outside the image.
 
     The box may have fractional edges (a box found in a resized image lands between pixels
-    of the original): a pixel belongs to the box when its centre lies inside, and its value
-    is the mask bilinearly sampled at that centre, so outlines keep the network's sub-pixel
-    placement instead of moving by up to half a pixel per edge to whole-pixel box edges.
+    of the original): a pixel belongs to the box when its centre lies inside (rows
+    ceil(y1 - 0.5) .. ceil(y2 - 0.5) - 1), and its value is the mask bilinearly sampled at
+    that centre, so outlines keep the network's sub-pixel placement instead of moving by up
+    to half a pixel per edge to whole-pixel box edges.
     Separable: soft [rows, cols] = Wy [rows, h] @ mask [h, w] @ Wx [cols, w]^T.
     """
     y1, x1, y2, x2 = (float(v) for v in bbox[:4])
     height, width = target.shape[:2]
-    top, left = max(int(np.floor(y1)), 0), max(int(np.floor(x1)), 0)
-    bottom, right = min(int(np.ceil(y2)), height), min(int(np.ceil(x2)), width)
+    top, left = max(math.ceil(y1 - 0.5), 0), max(math.ceil(x1 - 0.5), 0)
+    bottom, right = min(math.ceil(y2 - 0.5), height), min(math.ceil(x2 - 0.5), width)
     if y2 <= y1 or x2 <= x1 or bottom <= top or right <= left:
         return
     mask = np.asarray(mask, dtype=np.float32)
     rows_w = _linear_weights(bottom - top, top, y1, y2, mask.shape[0])
     cols_w = _linear_weights(right - left, left, x1, x2, mask.shape[1])
-    soft = rows_w @ mask @ cols_w.T
-    row_centres = np.arange(top, bottom) + 0.5
-    col_centres = np.arange(left, right) + 0.5
-    inside = ((row_centres >= y1) & (row_centres < y2))[:, None] & (
-        (col_centres >= x1) & (col_centres < x2))[None, :]
-    target[top:bottom, left:right] = (soft >= 0.5) & inside
+    target[top:bottom, left:right] = (rows_w @ mask) @ cols_w.T >= 0.5
 
 
 def unmold_mask(mask: np.ndarray, bbox: Sequence[float], image_shape: Sequence[int]) -> np.ndarray:
