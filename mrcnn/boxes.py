@@ -128,8 +128,14 @@ def norm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 def denorm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Normalized boxes [N, 4] -> int32 pixel boxes [N, 4] (inverse of norm_boxes)."""
+    return np.around(pixel_edges(boxes, shape)).astype(np.int32)
+
+
+def pixel_edges(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Normalized boxes [N, 4] -> float64 pixel edges [N, (y1, x1, y2, x2)], y2/x2 exclusive:
+    denorm_boxes before rounding."""
     scale, shift = _norm_scale_shift(shape)
-    return np.around(np.asarray(boxes) * scale + shift).astype(np.int32)
+    return np.asarray(boxes) * scale + shift
 
 
 def _norm_scale_shift(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -162,13 +162,11 @@ def unmold_detections(
     # at (y - wy1) * H / (wy2 - wy1). (Denormalizing with the original's own (H - 1) instead
     # would add 1 - H / (wy2 - wy1) pixels to every box: +0.4 px for a 224 px scan shown at
     # 384.) The masks are pasted at these fractional edges; rois are them rounded.
-    height, width = image_shape[:2]
-    pixel_edges = boxes * np.array([height - 1, width - 1, height - 1, width - 1]) + np.array(
-        [0, 0, 1, 1])
     wy1, wx1, wy2, wx2 = (float(v) for v in window)
     to_original = np.array([original_image_shape[0] / (wy2 - wy1),
                             original_image_shape[1] / (wx2 - wx1)] * 2)
-    exact = (pixel_edges - np.array([wy1, wx1, wy1, wx1])) * to_original  # [N, 4] float
+    molded_edges = box_utils.pixel_edges(boxes, image_shape[:2])  # [N, 4] float
+    exact = (molded_edges - np.array([wy1, wx1, wy1, wx1])) * to_original  # [N, 4] float
     rois = np.around(exact).astype(np.int32)
 
     # Drop boxes with no area (they can appear at the window's border).
