@@ -317,17 +317,31 @@ def initial_weights(model, choice: str, last: str | Path | None = None) -> None:
         logger.info("starting a new run from %s at epoch 0", path)
 
 
-def make_augmentation(recipe: str | None, seed: int = 0):
-    """The training augmentation by name: "default", "heavy" (SpineAugmenter.heavy) or None."""
+def make_augmentation(recipe: str | None, seed: int = 0, settings: list[str] | None = None):
+    """The training augmentation by name: "default", "heavy" (SpineAugmenter.heavy) or None,
+    with settings ["p_resample=0.3", ...] changed (SpineAugmenter.with_settings)."""
     from spine.augment import SpineAugmenter
 
     if recipe is None:
+        if settings:
+            raise SpineInputError("--augment-set needs augmentation (drop --no-augment)")
         return None
     if recipe == "heavy":
-        return SpineAugmenter.heavy(seed=seed)
-    if recipe == "default":
-        return SpineAugmenter(seed=seed)
-    raise ValueError(f"augmentation recipe {recipe!r}: use 'default', 'heavy' or None")
+        augmenter = SpineAugmenter.heavy(seed=seed)
+    elif recipe == "default":
+        augmenter = SpineAugmenter(seed=seed)
+    else:
+        raise ValueError(f"augmentation recipe {recipe!r}: use 'default', 'heavy' or None")
+    changes: dict[str, str] = {}
+    for pair in settings or []:
+        if "=" not in pair:
+            raise SpineInputError(f"--augment-set expects NAME=VALUE, got {pair!r}")
+        name, value = pair.split("=", 1)
+        changes[name.strip()] = value.strip()
+    try:
+        return augmenter.with_settings(changes)
+    except ValueError as err:
+        raise SpineInputError(str(err)) from None
 
 
 def train_model(
@@ -387,6 +401,8 @@ def train(args: argparse.Namespace):
     if args.steps_per_epoch is not None:
         config = config.replace(STEPS_PER_EPOCH=args.steps_per_epoch)
     last = check_arguments(args, config)
+    recipe = None if args.no_augment else args.augment
+    augmentation = make_augmentation(recipe, args.seed, args.augment_set)  # fails before loading
     from spine.cli import quiet_tensorflow
 
     quiet_tensorflow(getattr(args, "verbose", False))  # the datasets import Keras
@@ -410,7 +426,7 @@ def train(args: argparse.Namespace):
     return train_model(
         config, schedule, train_set, val_set, logs=args.logs, weights=args.weights,
         resume_from=last,
-        augmentation=make_augmentation(None if args.no_augment else args.augment, args.seed),
+        augmentation=augmentation,
     )  # fmt: skip
 
 
@@ -477,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="augmentation recipe: heavy = contrast and geometry randomisation across sources",
     )
+    parser.add_argument(
+        "--augment-set", action="append", metavar="NAME=VALUE",
+        help="change one setting of the recipe (spine.augment.SpineAugmenter), e.g. "
+        "p_resample=0.3 or scale=0.8,1.2; repeatable",
+    )  # fmt: skip
     parser.add_argument(
         "--png-repeat", type=positive_int, default=1,
         help="training slices of extra images/+masks/ folders count this many times",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from spine.augment import SpineAugmenter
 
@@ -123,3 +126,31 @@ def test_body_remap_keeps_a_body_s_texture_ordered_when_its_contrast_is_positive
     unchanged = SpineAugmenter(seed=0, p_body=0.0, p_affine=0, p_gamma=0, p_contrast=0,
                                p_bias=0, p_noise=0, p_blur=0, p_invert=0)(image, masks)[0]
     assert np.array_equal(unchanged, image)  # p_body = 0 (the default): off
+
+
+def test_settings_change_one_field_and_keep_the_rest_of_the_recipe():
+    heavy = SpineAugmenter.heavy(seed=4)
+    changed = heavy.with_settings({"p_resample": "0.3", "scale": "0.8, 1.2"})
+    assert changed.p_resample == 0.3 and changed.scale == (0.8, 1.2)
+    assert changed.seed == 4 and changed.p_curve == heavy.p_curve == 0.5
+    assert heavy.p_resample == 0.25  # the recipe itself is untouched
+    # Same seed and settings as a directly built augmenter: the same random draws.
+    image, masks = square_sample()
+    direct = SpineAugmenter(seed=5, p_resample=0.3)
+    via_settings = SpineAugmenter(seed=5).with_settings({"p_resample": "0.3"})
+    for _ in range(3):
+        np.testing.assert_array_equal(direct(image, masks)[0], via_settings(image, masks)[0])
+
+
+def test_bad_settings_are_refused_with_the_reason():
+    aug = SpineAugmenter(seed=0)
+    for settings, reason in [
+        ({"p_resampel": "0.3"}, "unknown augmentation setting 'p_resampel'"),
+        ({"seed": "3"}, "unknown augmentation setting 'seed'"),
+        ({"p_blur": "often"}, "is not a number"),
+        ({"p_blur": "1.5"}, "is a probability"),
+        ({"scale": "0.9"}, "takes 2 number(s)"),
+        ({"rotate_deg": "5,10"}, "takes 1 number(s)"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            aug.with_settings(settings)

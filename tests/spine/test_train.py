@@ -274,3 +274,17 @@ def test_a_resumed_run_continues_the_optimizer_and_matches_an_uninterrupted_one(
         np.testing.assert_allclose(float(b["loss"]), float(a["loss"]), rtol=1e-6)
     state = np.load(next((tmp_path / "cut").glob("*/mask_rcnn_nbtest_0003.optimizer.npz")))
     assert int(state["optimizer/iteration"]) == 3 * 2  # 3 epochs of 2 steps
+
+
+def test_augment_set_changes_the_recipe_and_a_bad_setting_stops_before_loading(capsys, tmp_path):
+    aug = train.make_augmentation("default", seed=2, settings=["p_resample=0.3", "p_blur = 0"])
+    assert (aug.p_resample, aug.p_blur, aug.seed, aug.rotate_deg) == (0.3, 0.0, 2, 10.0)
+    with pytest.raises(SpineInputError, match="drop --no-augment"):
+        train.make_augmentation(None, settings=["p_resample=0.3"])
+    with pytest.raises(SpineInputError, match="expects NAME=VALUE"):
+        train.make_augmentation("default", settings=["p_resample"])
+    # The data folder is empty: a typo in a setting is reported, not the missing data.
+    code = train.main(["--data", str(tmp_path), "--weights", "none", "--logs",
+                       str(tmp_path / "logs"), "--augment-set", "p_resampel=0.3"])  # fmt: skip
+    assert code == 2
+    assert "unknown augmentation setting 'p_resampel'" in capsys.readouterr().err
