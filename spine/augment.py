@@ -52,25 +52,24 @@ class SpineAugmenter:
         """A copy with some settings changed, from text as a command line gives it:
         {"p_resample": "0.3", "scale": "0.8,1.2"}. Probabilities (p_*, flip) must lie in
         [0, 1]; ranges take two numbers; the seed is not a setting (spine-train --seed)."""
-        kinds = {f.name: f.type for f in fields(self) if f.name != "seed"}
-        changed: dict[str, float | tuple[float, float]] = {}
+        names = sorted(f.name for f in fields(self) if f.name != "seed")
+        changed: dict[str, float | tuple[float, ...]] = {}
         for name, text in settings.items():
-            if name not in kinds:
-                raise ValueError(
-                    f"unknown augmentation setting {name!r}: use one of {sorted(kinds)}"
-                )
+            if name not in names:
+                raise ValueError(f"unknown augmentation setting {name!r}: use one of {names}")
             try:
                 numbers = tuple(float(part) for part in text.split(","))
             except ValueError:
                 raise ValueError(f"augmentation setting {name}={text!r} is not a number") from None
-            width = 2 if "tuple" in str(kinds[name]) else 1
+            current = getattr(self, name)  # a range is a tuple, anything else one number
+            width = len(current) if isinstance(current, tuple) else 1
             if len(numbers) != width:
                 raise ValueError(
                     f"augmentation setting {name} takes {width} number(s), got {text!r}"
                 )
             if (name.startswith("p_") or name == "flip") and not 0.0 <= numbers[0] <= 1.0:
                 raise ValueError(f"augmentation setting {name} is a probability: {text!r}")
-            changed[name] = numbers if width == 2 else numbers[0]
+            changed[name] = numbers if isinstance(current, tuple) else numbers[0]
         return replace(self, **changed)
 
     @classmethod

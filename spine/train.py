@@ -63,6 +63,15 @@ class Schedule:
         return stages
 
 
+def split_setting(pair: str, option: str, form: str) -> tuple[str, str]:
+    """"NAME=VALUE" from the command line -> (NAME, VALUE), split at the first "="; a user
+    error naming the option and the expected form otherwise."""
+    if "=" not in pair:
+        raise SpineInputError(f"{option} expects {form}, got {pair!r}")
+    name, value = pair.split("=", 1)
+    return name, value
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """["IMAGE_MAX_DIM=512", "backbone=resnet50"] -> {"IMAGE_MAX_DIM": 512, "BACKBONE": "resnet50"}.
 
@@ -71,9 +80,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """
     overrides: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SpineInputError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
+        key, raw = split_setting(pair, "--set", "KEY=VALUE")
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -332,11 +339,9 @@ def make_augmentation(recipe: str | None, seed: int = 0, settings: list[str] | N
         augmenter = SpineAugmenter(seed=seed)
     else:
         raise ValueError(f"augmentation recipe {recipe!r}: use 'default', 'heavy' or None")
-    changes: dict[str, str] = {}
+    changes = {}
     for pair in settings or []:
-        if "=" not in pair:
-            raise SpineInputError(f"--augment-set expects NAME=VALUE, got {pair!r}")
-        name, value = pair.split("=", 1)
+        name, value = split_setting(pair, "--augment-set", "NAME=VALUE")
         changes[name.strip()] = value.strip()
     try:
         return augmenter.with_settings(changes)
