@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
+from oracle import OracleModel  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
-from mrcnn.utils import extract_bboxes  # noqa: E402
 from spine import dicom  # noqa: E402
 from spine.errors import InvalidScanError, SpineInputError  # noqa: E402
 from spine.phantom import make_phantom  # noqa: E402
@@ -524,27 +524,6 @@ def test_errors_are_spine_input_errors():
 # ----------------------------------------------------------------------------- DICOM SEG
 
 
-class TruthModel:
-    """model.detect for known volumes: the true bodies of whichever slice it is shown."""
-
-    def __init__(self, volume, truth: np.ndarray) -> None:
-        from spine import pipeline
-
-        stack = pipeline.model_stack(volume)
-        self.lookup = {stack[i].tobytes(): truth[i] for i in range(volume.num_slices)}
-
-    def detect(self, images, verbose=0):
-        out = []
-        for image in images:
-            labels = self.lookup[np.ascontiguousarray(image[..., 0]).tobytes()]
-            ids = np.unique(labels)[1:]
-            masks = labels[..., None] == ids[None, None, :]
-            out.append({"masks": masks, "scores": np.full(len(ids), 0.9, np.float32),
-                        "rois": extract_bboxes(masks),
-                        "class_ids": np.ones(len(ids), np.int32)})  # fmt: skip
-        return out
-
-
 @pytest.fixture
 def seg_case(tmp_path):
     """A sagittal oblique phantom series on disk, its datasets, and its true label map."""
@@ -614,7 +593,7 @@ def test_spine_segment_takes_a_dicom_input_and_writes_a_seg(seg_case, tmp_path, 
 
     folder, datasets, truth, levels = seg_case
     volume = dicom.load_dicom_series(folder)
-    segmenter = pipeline.Segmenter(TruthModel(volume, truth), config=None)
+    segmenter = pipeline.Segmenter(OracleModel([(volume, truth)]), config=None)
     monkeypatch.setattr(pipeline, "load_segmenter", lambda weights=None, config=None: segmenter)
     source = folder
     if kind == "zip":

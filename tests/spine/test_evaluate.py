@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import OracleModel
 
-from mrcnn.utils import extract_bboxes
 from spine import evaluate, pipeline
 from spine.evaluation.metrics import (
     SliceEvaluation,
@@ -28,7 +28,6 @@ from spine.evaluation.metrics import (
 from spine.evaluation.run import evaluate_case
 from spine.folders import find_pairs
 from spine.phantom import make_phantom
-from spine.volume import label_instances
 
 REAL_DATA = Path(__file__).parents[2].parent / "shared" / "data" / "real"
 
@@ -284,26 +283,12 @@ def test_cli_baseline_only_on_two_real_volumes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- model path
-class OracleModel:
-    """Stands in for MaskRCNN: detect() returns the true bodies of each slice it is shown."""
-
-    def __init__(self, volume, labels: np.ndarray, lowest_score: float = 0.9) -> None:
-        stack = pipeline.model_stack(volume)
-        self.lookup = {stack[i].tobytes(): i for i in range(volume.num_slices)}
-        self.labels = labels
-        self.lowest_score = lowest_score  # score of the last (lowest) body of each slice
-
-    def detect(self, images, verbose=0):
-        out = []
-        for image in images:
-            labels = self.labels[self.lookup[np.ascontiguousarray(image[..., 0]).tobytes()]]
-            masks, ids = label_instances(labels)
-            out.append({"rois": extract_bboxes(masks),
-                        "class_ids": np.ones(len(ids), np.int32),
-                        "scores": np.linspace(0.99, self.lowest_score, len(ids)).astype(
-                            np.float32),
-                        "masks": masks})
-        return out
+def oracle_model(volume, labels: np.ndarray, lowest_score: float = 0.9) -> OracleModel:
+    """The oracle for one scan; each slice's bodies score 0.99 at the top down to
+    lowest_score at the bottom."""
+    return OracleModel(
+        [(volume, labels)], scores=lambda ids: np.linspace(0.99, lowest_score, len(ids))
+    )
 
 
 def test_an_oracle_model_scores_perfectly(phantom_dir):
@@ -311,7 +296,7 @@ def test_an_oracle_model_scores_perfectly(phantom_dir):
 
     case = find_pairs(phantom_dir)[0]
     volume = load_volume(case.image)
-    model = OracleModel(volume, load_label_map(case.labels, like=volume))
+    model = oracle_model(volume, load_label_map(case.labels, like=volume))
     result = evaluate_case(case, pipeline.Segmenter(model, config=None), baseline=False)
     m = result.methods["model"]
     assert m.scores.mean_dice == 1.0 and m.scores.recall == 1.0 and m.scores.false_bodies == 0
@@ -323,7 +308,7 @@ def test_label_maps_use_the_operating_point_while_ap_ranks_every_detection(phant
 
     case = find_pairs(phantom_dir)[0]
     volume = load_volume(case.image)
-    model = OracleModel(volume, load_label_map(case.labels, like=volume), lowest_score=0.3)
+    model = oracle_model(volume, load_label_map(case.labels, like=volume), lowest_score=0.3)
     segmenter = pipeline.Segmenter(model, config=None)
     result = evaluate_case(case, segmenter, baseline=False, min_score=0.5)
     m = result.methods["model"]

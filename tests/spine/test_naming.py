@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pipeline import OracleModel
+from test_pipeline import shuffled_oracle
 
 from spine import export, pipeline
 from spine.dataset import S1_CLASS_ID
@@ -97,7 +97,7 @@ def _oracle(ph, calls_s1: bool = True):
     volume = volume_from_nifti(ph.image, name="sacral")
     truth = volume.load_label_map(ph.labels)
     s1_label = ph.levels.index("S1") + 1
-    model = OracleModel(volume, truth, {s1_label: S1_CLASS_ID} if calls_s1 else None)
+    model = shuffled_oracle(volume, truth, {s1_label: S1_CLASS_ID} if calls_s1 else None)
     return pipeline.Segmenter(model, config=None), volume
 
 

@@ -13,45 +13,19 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
+from oracle import OracleModel
 
-from mrcnn.utils import extract_bboxes
 from spine import export, pipeline
 from spine.errors import MissingWeightsError, SpineInputError
 from spine.phantom import make_phantom
 from spine.volume import nifti_bytes, save_nifti, volume_from_nifti
 
 
-class OracleModel:
-    """Stands in for MaskRCNN: detect() returns the true bodies of each slice it is shown."""
-
-    def __init__(self, volume, labels: np.ndarray, class_of: dict | None = None) -> None:
-        stack = pipeline.model_stack(volume)  # what the pipeline feeds the model
-        self.lookup = {stack[i].tobytes(): i for i in range(volume.num_slices)}
-        self.labels = labels
-        self.class_of = class_of or {}  # label -> class id (default 1, a plain body)
-        self.calls: list[int] = []
-
-    def detect(self, images, verbose=0):
-        self.calls.append(len(images))
-        rng = np.random.default_rng(len(self.calls))
-        out = []
-        for image in images:
-            assert image.dtype == np.uint8 and image.shape[-1] == 3
-            index = self.lookup[np.ascontiguousarray(image[..., 0]).tobytes()]
-            ids = np.unique(self.labels[index])
-            ids = rng.permutation(ids[ids > 0])  # the network returns no particular order
-            masks = self.labels[index][..., None] == ids[None, None, :]
-            out.append(
-                {
-                    "rois": extract_bboxes(masks),
-                    "class_ids": np.array(
-                        [self.class_of.get(int(i), 1) for i in ids], np.int32
-                    ),
-                    "scores": (0.99 - 0.01 * ids).astype(np.float32),
-                    "masks": masks,
-                }
-            )
-        return out
+def shuffled_oracle(volume, labels: np.ndarray, class_of: dict | None = None) -> OracleModel:
+    """The oracle for one scan, its detections in a random order with distinct scores."""
+    return OracleModel(
+        [(volume, labels)], class_of, scores=lambda ids: 0.99 - 0.01 * ids, shuffle=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +45,7 @@ def truth(volume, phantom):
 
 @pytest.fixture()
 def oracle(volume, truth):
-    model = OracleModel(volume, truth)
+    model = shuffled_oracle(volume, truth)
     return pipeline.Segmenter(model, config=None), model
 
 

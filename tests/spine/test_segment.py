@@ -20,35 +20,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from oracle import OracleModel
 
-from mrcnn.utils import extract_bboxes
 from spine import export, pipeline, segment, via
 from spine.phantom import make_phantom
 from spine.volume import load_volume, save_nifti
 
 
-class Oracle:
-    """model.detect for known scans: the true bodies of whichever slice it is shown."""
-
-    def __init__(self, scans: list[tuple[Path, Path]]) -> None:
-        self.lookup = {}
-        for image, labels in scans:
-            volume = load_volume(image)
-            truth = volume.load_label_map(labels)
-            stack = pipeline.model_stack(volume)
-            for i in range(volume.num_slices):
-                self.lookup[stack[i].tobytes()] = truth[i]
-
-    def detect(self, images, verbose=0):
-        out = []
-        for image in images:
-            labels = self.lookup[np.ascontiguousarray(image[..., 0]).tobytes()]
-            ids = np.unique(labels)[1:]
-            masks = labels[..., None] == ids[None, None, :]
-            out.append({"masks": masks, "scores": np.full(len(ids), 0.9, np.float32),
-                        "rois": extract_bboxes(masks),
-                        "class_ids": np.ones(len(ids), np.int32)})  # fmt: skip
-        return out
+def scan_oracle(scans: list[tuple[Path, Path]]) -> OracleModel:
+    """The oracle for (scan, label map) files."""
+    pairs = []
+    for image, labels in scans:
+        volume = load_volume(image)
+        pairs.append((volume, volume.load_label_map(labels)))
+    return OracleModel(pairs)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +49,7 @@ def scans(tmp_path_factory) -> list[tuple[Path, Path]]:
 
 @pytest.fixture()
 def oracle(scans, monkeypatch):
-    segmenter = pipeline.Segmenter(Oracle(scans), config=None)
+    segmenter = pipeline.Segmenter(scan_oracle(scans), config=None)
     monkeypatch.setattr(pipeline, "load_segmenter", lambda weights=None, config=None: segmenter)
     return segmenter
 
