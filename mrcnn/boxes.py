@@ -100,14 +100,20 @@ def apply_box_deltas_np(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Apply (dy, dx, log dh, log dw) deltas. boxes, deltas [N, 4] -> float32 [N, 4]."""
     boxes = np.asarray(boxes, dtype=np.float32)
     deltas = np.asarray(deltas, dtype=np.float32)
+    return _apply_deltas(boxes, deltas, np.exp, np.stack)
+
+
+def _apply_deltas(boxes: Any, deltas: Any, exp: Any, stack: Any) -> Any:
+    """The delta arithmetic of both twins, numpy or keras tensors [..., 4]: the centre moves
+    by (dy * h, dx * w), the size scales by (exp(log dh), exp(log dw))."""
     cy, cx, h, w = _centers_sizes(boxes)
     cy = cy + deltas[..., 0] * h
     cx = cx + deltas[..., 1] * w
-    h = h * np.exp(deltas[..., 2])
-    w = w * np.exp(deltas[..., 3])
+    h = h * exp(deltas[..., 2])
+    w = w * exp(deltas[..., 3])
     y1 = cy - 0.5 * h
     x1 = cx - 0.5 * w
-    return np.stack([y1, x1, y1 + h, x1 + w], axis=-1)
+    return stack([y1, x1, y1 + h, x1 + w], axis=-1)
 
 
 def _centers_sizes(boxes: Any) -> tuple[Any, Any, Any, Any]:
@@ -270,14 +276,7 @@ def apply_box_deltas_graph(boxes: Any, deltas: Any) -> Any:
     """keras.ops twin of apply_box_deltas_np. boxes, deltas [..., 4] -> [..., 4]."""
     boxes = ops.convert_to_tensor(boxes)
     deltas = ops.cast(deltas, boxes.dtype)
-    cy, cx, h, w = _centers_sizes(boxes)
-    cy = cy + deltas[..., 0] * h
-    cx = cx + deltas[..., 1] * w
-    h = h * ops.exp(deltas[..., 2])
-    w = w * ops.exp(deltas[..., 3])
-    y1 = cy - 0.5 * h
-    x1 = cx - 0.5 * w
-    return ops.stack([y1, x1, y1 + h, x1 + w], axis=-1)
+    return _apply_deltas(boxes, deltas, ops.exp, ops.stack)
 
 
 def clip_boxes_graph(boxes: Any, window: Any) -> Any:
