@@ -128,6 +128,42 @@ def level_steps(rows: np.ndarray, anchor: int) -> np.ndarray:
     return steps
 
 
+def name_with_pieces(
+    rows: np.ndarray, s1_evidence: np.ndarray, piece: np.ndarray, fallback_lowest: str = "L5"
+) -> LevelNaming:
+    """name_from_evidence, where the outlines flagged in piece [N] (bool: small pieces, such
+    as an outline seen on one or two slices of a volume) take no level of their own: the
+    others are named, and each piece takes the name of the body nearest to it along the
+    spine, at half that body's confidence. A piece that looks like S1 (evidence >=
+    S1_MIN_EVIDENCE) still counts: S1 is often seen on few slices. Without any other body,
+    the pieces are named as name_from_evidence would.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    evidence = np.asarray(s1_evidence, dtype=np.float64)
+    piece = np.asarray(piece, dtype=bool) & (evidence < S1_MIN_EVIDENCE)
+    counted = np.flatnonzero(~piece)
+    if not piece.any() or counted.size == 0:
+        return name_from_evidence(rows, evidence, fallback_lowest)
+    base = name_from_evidence(rows[counted], evidence[counted], fallback_lowest)
+    names: list[str] = [""] * len(rows)
+    confidence = [0.0] * len(rows)
+    for j, k in enumerate(counted):
+        names[k], confidence[k] = base.names[j], base.confidence[j]
+    for k in np.flatnonzero(piece):
+        nearest = counted[np.argmin(np.abs(rows[counted] - rows[k]))]
+        names[k], confidence[k] = names[nearest], confidence[nearest] * GAP_PENALTY
+    note = " ".join(
+        part
+        for part in (
+            base.note,
+            "Small pieces (outlines seen on one or two slices) take no level of their own: "
+            "each shares the name of the nearest vertebra, with less confidence.",
+        )
+        if part
+    )
+    return LevelNaming(names, confidence, anchored=base.anchored, note=note)
+
+
 def name_from_evidence(
     rows: np.ndarray, s1_evidence: np.ndarray, fallback_lowest: str = "L5"
 ) -> LevelNaming:

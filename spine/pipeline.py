@@ -657,7 +657,7 @@ class SliceLinker:
 
         The label map is relabelled in place: the linker is spent afterwards.
         """
-        from spine.levels import name_from_evidence
+        from spine.levels import name_with_pieces
 
         n = self.next_track - 1
         counts, row_sum = self.counts[1 : n + 1], self.row_sum[1 : n + 1]
@@ -686,7 +686,8 @@ class SliceLinker:
         mean_scores = (sums / np.maximum(hits, 1)).astype(np.float32)
         s1_evidence = (s1_sums / np.maximum(areas, 1.0)).astype(np.float32)
         rows = row_sum[order - 1] / counts[order - 1] if count else np.zeros(0)
-        naming = name_from_evidence(rows, s1_evidence)
+        piece = small_pieces(hits, areas, self.shape[0])
+        naming = name_with_pieces(rows, s1_evidence, piece)
         return VolumeResult(
             labels=labels,
             levels=naming.names,
@@ -697,6 +698,25 @@ class SliceLinker:
             naming_note=naming.note,
             s1_evidence=s1_evidence,
         )
+
+
+# An outline seen on at most PIECE_MAX_SLICES slices of a volume, holding less than
+# PIECE_FRACTION of the median outline's voxels, is a piece (of a vertebra's arch, a disc, or
+# a body's lateral edge that the slices did not link), not a vertebra: it takes no level of
+# its own (spine.levels.name_with_pieces). Bodies span 10-17 slices of 4 mm; such pieces
+# 1-2 slices and 2-10 % of a body's voxels (MyoSegmenTUM, weights/README.md).
+PIECE_MAX_SLICES = 2
+PIECE_FRACTION = 0.25
+
+
+def small_pieces(slices_seen: np.ndarray, voxels: np.ndarray, num_slices: int) -> np.ndarray:
+    """Which bodies of a volume are small pieces (see PIECE_FRACTION): slices_seen [N] and
+    voxels [N] of each body -> bool [N]. None in a scan of at most 2 x PIECE_MAX_SLICES slices,
+    where every body is seen on few slices."""
+    slices_seen, voxels = np.asarray(slices_seen), np.asarray(voxels, dtype=np.float64)
+    if num_slices <= 2 * PIECE_MAX_SLICES or voxels.size == 0:
+        return np.zeros(voxels.shape, dtype=bool)
+    return (slices_seen <= PIECE_MAX_SLICES) & (voxels < PIECE_FRACTION * np.median(voxels))
 
 
 def match_instances(

@@ -152,3 +152,66 @@ def test_s1_evidence_is_the_s1_probability_whichever_class_was_named():
     # Matterport's results (no class_probs): the score of a detection named S1.
     del detection["class_probs"]
     np.testing.assert_allclose(pipeline.clean_detections(detection)[2], [0.99, 0.0])
+
+
+def test_small_pieces_take_no_level_of_their_own():
+    from spine.levels import name_with_pieces
+
+    # A piece in a wide gap between L3 and L4, far enough from both to count as a level.
+    rows = np.array([20.0, 60.0, 96.0, 119.0, 140.0, 180.0, 220.0])
+    s1 = np.array([0, 0, 0, 0, 0, 0, 0.9])
+    piece = np.array([False, False, False, True, False, False, False])
+    assert name_from_evidence(rows, s1).names[:3] == ["T12", "L1", "L2"]  # counted: shifted
+    naming = name_with_pieces(rows, s1, piece)
+    assert naming.names == ["L1", "L2", "L3", "L4", "L4", "L5", "S1"]  # nearest: L4 (21 px)
+    assert naming.confidence == pytest.approx([0.9, 0.9, 0.9, 0.45, 0.9, 0.9, 0.9])
+    assert "Small pieces" in naming.note and naming.anchored
+    # No pieces: the same as name_from_evidence.
+    assert name_with_pieces(ROWS, s1[1:], np.zeros(6, bool)) == name_from_evidence(ROWS, s1[1:])
+
+
+def test_a_small_piece_that_looks_like_s1_still_anchors_the_names():
+    from spine.levels import name_with_pieces
+
+    piece = np.array([False] * 5 + [True])  # S1 seen on one slice only
+    naming = name_with_pieces(ROWS, np.array([0, 0, 0, 0, 0, 0.9]), piece)
+    assert naming.names == ["L1", "L2", "L3", "L4", "L5", "S1"] and naming.anchored
+
+
+def test_small_pieces_are_outlines_on_few_slices_with_few_voxels():
+    slices = np.array([12, 1, 13, 2, 14, 3])
+    voxels = np.array([9000, 400, 9500, 1000, 10000, 600])  # median 5000: pieces < 1250
+    assert pipeline.small_pieces(slices, voxels, 20).tolist() == [
+        False, True, False, True, False, False]  # fmt: skip (the last spans 3 slices)
+    assert not pipeline.small_pieces(slices, voxels, 4).any()  # a thin scan: no pieces
+    assert pipeline.small_pieces(np.zeros(0), np.zeros(0), 20).shape == (0,)
+
+
+def test_a_piece_on_one_slice_of_a_volume_shares_a_neighbours_name(sacral_phantom):
+    volume = volume_from_nifti(sacral_phantom.image, name="sacral")
+    truth = volume.load_label_map(sacral_phantom.labels)
+    levels = sacral_phantom.levels
+    mid = volume.num_slices // 2
+    # A 2x2 outline on one slice, in the gap below the second body, 60 % of a spacing above
+    # the third: a level of its own if it were counted.
+    rows = [np.nonzero(truth[mid] == k)[0].mean() for k in (2, 3)]
+    cols = np.nonzero(truth[mid] == 3)[1]
+    row = int(round(rows[1] - 0.6 * (rows[1] - rows[0])))
+    col = int(round(cols.mean()))
+    truth[mid, row : row + 2, col : col + 2] = np.where(
+        truth[mid, row : row + 2, col : col + 2] == 0, len(levels) + 1, 0
+    )
+    assert (truth == len(levels) + 1).sum() > 0
+    s1_label = levels.index("S1") + 1
+    model = shuffled_oracle(volume, truth, {s1_label: S1_CLASS_ID})
+    result = pipeline.Segmenter(model, config=None).segment_volume(volume)
+    # Each true body's name: that of the output label covering most of it (labels are 1..N).
+    bodies = [result.levels[int(np.bincount(result.labels[truth == k]).argmax()) - 1]
+              for k in range(1, len(levels) + 1)]  # fmt: skip
+    assert bodies == levels
+    piece = int(np.bincount(result.labels[truth == len(levels) + 1]).argmax()) - 1
+    assert result.levels[piece] in levels[1:3]  # the name of the body above or below it
+    (body,) = [k for k, name in enumerate(result.levels) if name == result.levels[piece]
+               and k != piece]  # fmt: skip
+    assert result.name_confidence[piece] == pytest.approx(0.5 * result.name_confidence[body])
+    assert "Small pieces" in result.naming_note
