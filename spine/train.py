@@ -339,7 +339,7 @@ def make_augmentation(recipe: str | None, seed: int = 0, settings: list[str] | N
         augmenter = SpineAugmenter(seed=seed)
     else:
         raise ValueError(f"augmentation recipe {recipe!r}: use 'default', 'heavy' or None")
-    changes = {}
+    changes: dict[str, str] = {}
     for pair in settings or []:
         name, value = split_setting(pair, "--augment-set", "NAME=VALUE")
         changes[name.strip()] = value.strip()

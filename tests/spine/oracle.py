@@ -71,3 +71,12 @@ class OracleModel:
                 }
             )
         return out
+
+
+def shuffled_oracle(
+    volume, labels: np.ndarray, class_of: dict[int, int] | None = None
+) -> OracleModel:
+    """The oracle for one scan, its detections in a random order with distinct scores."""
+    return OracleModel(
+        [(volume, labels)], class_of, scores=lambda ids: 0.99 - 0.01 * ids, shuffle=True
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pipeline import shuffled_oracle
+from oracle import shuffled_oracle
 
 from spine import export, pipeline
 from spine.dataset import S1_CLASS_ID

@@ -13,19 +13,12 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
-from oracle import OracleModel
+from oracle import shuffled_oracle
 
 from spine import export, pipeline
 from spine.errors import MissingWeightsError, SpineInputError
 from spine.phantom import make_phantom
 from spine.volume import nifti_bytes, save_nifti, volume_from_nifti
-
-
-def shuffled_oracle(volume, labels: np.ndarray, class_of: dict | None = None) -> OracleModel:
-    """The oracle for one scan, its detections in a random order with distinct scores."""
-    return OracleModel(
-        [(volume, labels)], class_of, scores=lambda ids: 0.99 - 0.01 * ids, shuffle=True
-    )
 
 
 @pytest.fixture(scope="module")
