@@ -9,7 +9,8 @@ contrast, bias field, down-then-up sampling (thick slices, coarse matrices), gho
 (motion along the phase direction), blur and Gaussian/Rician noise; a field of view that ends
 part-way through the top or bottom body; each labelled body's own brightness and contrast
 (marrow signal differs between bodies and scans: fatty, oedematous, sclerotic or dark-marrow
-bodies), the one change that uses the masks. `SpineAugmenter.heavy`
+bodies), which uses the masks, as do the simulated deformities (spine.deformity: a
+compression fracture of one body, a slipped level), applied first. `SpineAugmenter.heavy`
 is the contrast-randomised recipe the bundled model is trained with (weights/README.md).
 It has no `to_deterministic`, so mrcnn.data calls it directly (imgaug does not run on NumPy 2).
 """
@@ -20,6 +21,8 @@ from dataclasses import dataclass, fields, replace
 
 import cv2
 import numpy as np
+
+from spine.deformity import deform, random_fracture, random_listhesis
 
 
 @dataclass
@@ -44,6 +47,8 @@ class SpineAugmenter:
     p_ghost: float = 0.0  # motion ghosts along one axis
     p_fov_cut: float = 0.0  # end the field of view through the top or bottom body
     p_body: float = 0.0  # each body's own intensity remap (remap_body_intensities)
+    p_fracture: float = 0.0  # a compression fracture of one body (spine.deformity)
+    p_listhesis: float = 0.0  # one body and the spine above slipped forward (spine.deformity)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -87,6 +92,11 @@ class SpineAugmenter:
         if image.shape[:2] != masks.shape[:2]:
             raise ValueError(f"image {image.shape} and masks {masks.shape} differ in size")
         rng = self.rng
+        # Drawn only when enabled, so recipes without deformities keep their random stream.
+        if self.p_fracture and rng.random() < self.p_fracture:
+            image, masks = deform(image, masks, random_fracture(masks, rng))
+        if self.p_listhesis and rng.random() < self.p_listhesis:
+            image, masks = deform(image, masks, random_listhesis(masks, rng))
         if rng.random() < self.p_affine:
             image, masks = self.warp(image, masks, self.random_matrix(image.shape[:2]))
         if rng.random() < self.p_fov_cut:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from spine import cli
 from spine.errors import SpineInputError
+from spine.evaluation.deformed import png_bodies, read_deformities, summarize_bodies, volume_bodies
 from spine.evaluation.run import evaluate_case, load_evaluation_segmenter, summarize
 from spine.folders import SPLIT_FILENAME, VIA_FILENAME, find_pairs, folder_kind
 
@@ -161,6 +162,13 @@ def _run(args: argparse.Namespace) -> int:
         "operating_confidence": None if segmenter is None else min_score,
         "ap_min_confidence": None if segmenter is None else args.ap_min_confidence,
     }
+    deformities = read_deformities(args.data)
+    if deformities is not None:
+        info["deformed"] = {
+            method: summarize_bodies(volume_bodies(results, method, deformities))
+            for method in ("model", "baseline")
+            if any(method in r.methods for r in results)
+        }  # fmt: skip
     summary = write_outputs(results, summarize(results, info), args.out)
     lines = [f"{len(results)} volumes -> {args.out}"]
     for method, m in summary["methods"].items():
@@ -176,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    print("\n".join(lines))
+    print("\n".join(lines + deformed_lines(summary)))
     return 0
 
 
@@ -208,6 +216,12 @@ def _run_png(args: argparse.Namespace) -> int:
         "weights": None if segmenter is None else str(segmenter.weights_path),
         "operating_confidence": None if segmenter is None else min_score,
     }  # fmt: skip
+    deformities = read_deformities(args.data)
+    if deformities is not None:
+        info["deformed"] = {
+            method: summarize_bodies(png_bodies(r.slices, deformities))
+            for method, r in results.items()
+        }  # fmt: skip
     summary = write_png_outputs(results, info, args.out)
     print(f"{summary['methods'][next(iter(summary['methods']))]['slices']} slices -> {args.out}")
     for method, m in summary["methods"].items():
@@ -217,7 +231,22 @@ def _run_png(args: argparse.Namespace) -> int:
             f"named {m['named_right']:.3f}  slices fully right {m['slices_fully_right']:.3f}  "
             f"S1 found {s1}  false/slice {m['false_per_slice']:.2f}"
         )
+    print("\n".join(deformed_lines(summary)))
     return 0
+
+
+def deformed_lines(summary: dict) -> list[str]:
+    """The console lines for the deformed bodies of a spine-deform folder (none otherwise)."""
+    lines = []
+    for method, m in (summary.get("deformed") or {}).items():
+        d, o = m["deformed"], m["other"]
+        if d["bodies"]:
+            lines.append(
+                f"  {method:8s} deformed bodies ({d['bodies']}): Dice {d['dice']:.3f}  "
+                f"found {d['found']:.3f}; other bodies: Dice {o['dice']:.3f}  "
+                f"found {o['found']:.3f}"
+            )
+    return lines
 
 
 if __name__ == "__main__":

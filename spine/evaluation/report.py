@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrcnn.atomic import write_bytes_atomic
+from spine.evaluation.deformed import report_lines
 from spine.evaluation.metrics import SliceEvaluation
 from spine.volume import label_instances
 
@@ -415,6 +416,8 @@ def report_markdown(
         "learning; its detections are scored by their extent (area / box area).",
         "",
     ]
+    if summary.get("deformed"):
+        lines += report_lines(summary["deformed"])
     cited = [CITATIONS[s] for s in sources if s in CITATIONS]
     if cited:
         lines += ["## Data sources", ""] + [f"- {c}" for c in cited] + [""]
@@ -499,4 +502,6 @@ def png_report(summary: dict[str, Any]) -> str:
                 f"| {level} | {row['bodies']} | {row['dice']:.3f} | {row['found']:.3f} | "
                 f"{row['named']:.3f} |"
             )
+    if summary.get("deformed"):
+        lines += report_lines(summary["deformed"])
     return "\n".join(lines) + "\n"

@@ -1,0 +1,199 @@
+"""CLI spine-deform: a copy of an images/ + masks/ PNG folder, or of a folder of NIfTI volumes
+with label maps, with a simulated deformity in every slice or volume (spine.deformity), to
+measure how a model does on fractured or slipped bodies.
+
+Every image (volume) of the folder is written, deformed where it can be (one without a body,
+or without two adjacent ones for a listhesis, is copied as it is), under the same file names,
+with the folder's index.csv and levels.csv: the copy has the same patients, so spine-train's
+and spine-evaluate's patient splits (a PNG folder's 75/25 split, a volume folder's
+split.json) pick the same validation patients in it. `deformities.csv` lists per image the
+kind, grade and level (or label value) of the deformed body. Image and mask move by one warp
+(bilinear for the image, nearest for the label map, whatever its values: level maps and
+SPIDER semantic maps alike), so the labels stay exact. A volume gets one deformity through
+all its slices, its geometry taken from the slice with the most labelled voxels (a fracture
+goes through the whole body, not slice by slice).
+
+    spine-deform --data ../shared/data/clinical_t1 --kind fracture --out data/t1_fracture
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from mrcnn.atomic import write_bytes_atomic
+from spine import cli
+from spine.deformity import (
+    Deformity,
+    inverse_maps,
+    random_fracture,
+    random_listhesis,
+    warp_image,
+    warp_label_map,
+)
+from spine.errors import SpineInputError
+from spine.evaluation.deformed import DEFORMITIES_FILE
+from spine.folders import (
+    INDEX_FILENAME,
+    PNG_IMAGES,
+    PNG_MASKS,
+    VolumePair,
+    find_pairs,
+    is_png_folder,
+)
+from spine.png_folder import LEVEL_TABLE_FILE, PngSlice, read_png_folder
+from spine.volume import label_instances, load_label_map, load_volume, nifti_bytes
+
+PROG = "spine-deform"
+KINDS = ("fracture", "listhesis")
+
+
+def choose(kind: str, masks: np.ndarray, rng: np.random.Generator) -> Deformity | None:
+    """A random deformity of the kind asked for ("fracture" or "listhesis")."""
+    return random_fracture(masks, rng) if kind == "fracture" else random_listhesis(masks, rng)
+
+
+def deform_slice(
+    item: PngSlice, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, Deformity | None, str]:
+    """One slice of a PNG folder deformed: (image uint8 [H, W], mask [H, W] in the folder's
+    own values, the deformity or None, the deformed body's level or "")."""
+    image = item.load_image()
+    with Image.open(item.mask_path) as pil:
+        mask = np.asarray(pil)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    bodies = item.load_bodies()
+    count = int(bodies.labels.max()) if bodies.labels.size else 0
+    masks = np.stack([bodies.labels == k for k in range(1, count + 1)], axis=-1) if count else (
+        np.zeros((*image.shape, 0), bool))
+    deformity = choose(kind, masks, rng)
+    if deformity is None:
+        return image, mask, None, ""
+    maps = inverse_maps(image.shape[:2], deformity.displacement(masks, image.shape[:2]))
+    level = bodies.levels[deformity.body] if deformity.body < len(bodies.levels) else ""
+    warped = warp_label_map(np.ascontiguousarray(mask), maps)
+    return warp_image(image, maps), warped, deformity, level
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def deform_volume(
+    pair: VolumePair, kind: str, rng: np.random.Generator
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image, Deformity | None, str]:
+    """One volume deformed through all its slices: (image NIfTI, label NIfTI, both in the
+    file's own voxel layout, affine and dtype; the deformity or None; "label V" of the
+    deformed body)."""
+    volume = load_volume(pair.image)
+    labels = load_label_map(pair.labels, like=volume)  # int32 [S, H, W], display layout
+    source = nib.load(pair.image)
+    central = int(np.argmax((labels > 0).sum(axis=(1, 2))))
+    masks, values = label_instances(labels[central])
+    deformity = choose(kind, masks, rng)
+    if deformity is None:
+        return source, nib.load(pair.labels), None, ""
+    maps = inverse_maps(labels.shape[1:], deformity.displacement(masks, labels.shape[1:]))
+    data = np.stack([warp_image(np.ascontiguousarray(s, np.float32), maps) for s in volume.data])
+    warped = np.stack([warp_label_map(np.ascontiguousarray(s, np.uint16), maps) for s in labels])
+    original = volume.to_original(data)
+    dtype = source.get_data_dtype()
+    if np.issubdtype(dtype, np.integer):
+        original = np.round(original)
+    image = nib.Nifti1Image(original.astype(dtype), source.affine, source.header)
+    return image, volume.labels_to_nifti(warped), deformity, f"label {values[deformity.body]}"
+
+
+def deform_folder(
+    data: Path, out: Path, kind: str, seed: int = 0, progress: bool = True
+) -> list[dict[str, str]]:
+    """Write the deformed copy of `data` (a PNG folder or a folder of NIfTI pairs) to `out`;
+    returns the rows of deformities.csv (one per image or volume). Item i draws from
+    np.random.default_rng([seed, i])."""
+    from tqdm import tqdm
+
+    png = is_png_folder(data)
+    items = read_png_folder(data) if png else find_pairs(data)
+    if png:
+        (out / PNG_IMAGES).mkdir(parents=True, exist_ok=True)
+        (out / PNG_MASKS).mkdir(parents=True, exist_ok=True)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    for name in (INDEX_FILENAME, LEVEL_TABLE_FILE):
+        if (data / name).is_file():
+            shutil.copyfile(data / name, out / name)
+    rows = []
+    unit = "slice" if png else "vol"
+    for i, item in enumerate(tqdm(items, desc=f"{kind}s", unit=unit, disable=not progress)):
+        rng = np.random.default_rng([seed, i])
+        if png:
+            image, mask, deformity, level = deform_slice(item, kind, rng)
+            write_bytes_atomic(out / PNG_IMAGES / item.image_path.name, _png_bytes(image))
+            write_bytes_atomic(out / PNG_MASKS / item.mask_path.name, _png_bytes(mask))
+            name, patient = item.image_path.name, item.patient
+        else:
+            image_nii, label_nii, deformity, level = deform_volume(item, kind, rng)
+            for path, nii in ((item.image, image_nii), (item.labels, label_nii)):
+                gz = path.name.endswith(".gz")
+                write_bytes_atomic(out / path.name, nifti_bytes(nii) if gz else nii.to_bytes())
+            name, patient = item.image.name, item.subject
+        rows.append({
+            "image": name, "patient": patient,
+            "kind": deformity.kind if deformity else "none",
+            "grade": f"{deformity.grade:.3f}" if deformity else "",
+            "level": level,
+        })  # fmt: skip
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["image", "patient", "kind", "grade", "level"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(out / DEFORMITIES_FILE, text.getvalue().encode())
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Copy an images/ + masks/ PNG folder with a simulated compression fracture "
+        "or spondylolisthesis in every slice (labels moved with the image).",
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True,
+        help="images/ + masks/ PNG folder, or NAME.nii.gz + NAME_vertebrae.nii.gz pairs",
+    )  # fmt: skip
+    parser.add_argument("--kind", choices=KINDS, required=True, help="the deformity to simulate")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (a new copy)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="random seed")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when written, 2 on a user error (`spine-deform: error: ...`, one line)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.out.resolve() == args.data.resolve():
+            raise SpineInputError("--out must be a new folder, not the --data folder itself")
+        cli.check_output_folder(args.out)
+        rows = deform_folder(args.data, args.out, args.kind, args.seed, not args.no_progress)
+    except SpineInputError as exc:
+        return cli.fail(PROG, exc)
+    except OSError as exc:
+        return cli.fail(PROG, f"cannot write to {args.out}: {exc.strerror or exc}")
+    done = sum(row["kind"] != "none" for row in rows)
+    print(f"wrote {len(rows)} slices or volumes to {args.out}, {done} deformed ({args.kind})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
