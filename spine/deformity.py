@@ -194,7 +194,7 @@ def listhesis_displacement(
     lower_top, _, _, _ = _extent(masks[:, :, lower], start)
     centre = start.centre + start.u * (upper_bottom + lower_top) / 2.0
     frame = Frame(centre=centre, u=start.u, v=start.v)
-    l_s0, l_s1, l_t0, l_t1 = _extent(masks[:, :, lower], frame)
+    _, _, l_t0, l_t1 = _extent(masks[:, :, lower], frame)  # the lower body's depth
     half_gap = max((lower_top - upper_bottom) / 2.0, 0.0) + 2.0
     slip = grade * max(l_t1 - l_t0, 1.0)
     depth = max(l_t1 - l_t0, 1.0)
