@@ -3,11 +3,13 @@ with label maps, with a simulated deformity in every slice or volume (spine.defo
 measure how a model does on fractured or slipped bodies.
 
 Every image (volume) of the folder is written, deformed where it can be (one without a body,
-or without two adjacent ones for a listhesis, is copied as it is), under the same file names,
-with the folder's index.csv and levels.csv: the copy has the same patients, so spine-train's
+or without two adjacent ones for a listhesis, is copied as it is), under the same file names
+(volumes as NAME.nii.gz + NAME_vertebrae.nii.gz, whatever the source's layout), with the
+folder's index.csv and levels.csv: the copy has the same patients, so spine-train's
 and spine-evaluate's patient splits (a PNG folder's 75/25 split, a volume folder's
 split.json) pick the same validation patients in it. `deformities.csv` lists per image the
-kind, grade and level (or label value) of the deformed body. Image and mask move by one warp
+kind, grade and level (or label value) of the deformed body; `overview.png` shows the first
+four, before and after, with the body outlines. Image and mask move by one warp
 (bilinear for the image, nearest for the label map, whatever its values: level maps and
 SPIDER semantic maps alike), so the labels stay exact. A volume gets one deformity through
 all its slices, its geometry taken from the slice with the most labelled voxels (a fracture
@@ -24,6 +26,7 @@ import io
 import shutil
 from pathlib import Path
 
+import cv2
 import nibabel as nib
 import numpy as np
 from PIL import Image
@@ -47,11 +50,15 @@ from spine.folders import (
     VolumePair,
     find_pairs,
     is_png_folder,
+    label_map_name,
+    nifti_name,
+    nifti_stem,
 )
 from spine.png_folder import LEVEL_TABLE_FILE, PngSlice, read_png_folder
 from spine.volume import label_instances, load_label_map, load_volume, nifti_bytes
 
 PROG = "spine-deform"
+OVERVIEW_FILE = "overview.png"  # the first deformed items, before and after
 KINDS = ("fracture", "listhesis")
 
 
@@ -143,10 +150,10 @@ def deform_folder(
             name, patient = item.image_path.name, item.patient
         else:
             image_nii, label_nii, deformity, level = deform_volume(item, kind, rng)
-            for path, nii in ((item.image, image_nii), (item.labels, label_nii)):
-                gz = path.name.endswith(".gz")
-                write_bytes_atomic(out / path.name, nifti_bytes(nii) if gz else nii.to_bytes())
-            name, patient = item.image.name, item.subject
+            # NAME.nii.gz + NAME_vertebrae.nii.gz, whatever layout the source had.
+            write_bytes_atomic(out / nifti_name(item.subject), nifti_bytes(image_nii))
+            write_bytes_atomic(out / label_map_name(item.subject), nifti_bytes(label_nii))
+            name, patient = nifti_name(item.subject), item.subject
         rows.append({
             "image": name, "patient": patient,
             "kind": deformity.kind if deformity else "none",
@@ -158,7 +165,52 @@ def deform_folder(
     writer.writeheader()
     writer.writerows(rows)
     write_bytes_atomic(out / DEFORMITIES_FILE, text.getvalue().encode())
+    write_bytes_atomic(out / OVERVIEW_FILE, _png_bytes(overview(data, out, rows)))
     return rows
+
+
+def _slice_pair(
+    folder: Path, name: str, png: bool, index: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(grey uint8 [H, W], body labels [H, W], slice index) of one image of a folder; for a
+    volume its slice `index`, by default the one with the most labelled voxels."""
+    if png:
+        (item,) = [i for i in read_png_folder(folder) if i.image_path.name == name]
+        return item.load_image(), item.load_bodies().labels, 0
+    (pair,) = [p for p in find_pairs(folder) if p.subject == nifti_stem(name)]
+    volume = load_volume(pair.image)
+    labels = load_label_map(pair.labels, like=volume)
+    if index is None:
+        index = int(np.argmax((labels > 0).sum(axis=(1, 2))))
+    grey = volume.data[index]
+    grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
+    return grey, labels[index], index
+
+
+def overview(data: Path, out: Path, rows: list[dict[str, str]], count: int = 4) -> np.ndarray:
+    """RGB uint8 picture of the first `count` deformed items: each row the original and the
+    deformed copy, body outlines drawn, the deformity written above."""
+    png = is_png_folder(data)
+    panels = []
+    for row in [r for r in rows if r["kind"] != "none"][:count]:
+        pair, index = [], None
+        for folder in (data, out):  # the same slice of both
+            grey, labels, index = _slice_pair(folder, row["image"], png, index)
+            panel = np.repeat(grey[..., None], 3, axis=-1)
+            for value in range(1, int(labels.max()) + 1):
+                outline, _ = cv2.findContours((labels == value).astype(np.uint8),
+                                              cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)  # fmt: skip
+                cv2.drawContours(panel, outline, -1, (0, 255, 0), 1)
+            scale = 256 / panel.shape[0]
+            pair.append(cv2.resize(panel, (max(1, round(panel.shape[1] * scale)), 256)))
+        strip = np.concatenate(pair, axis=1)
+        text = f"{row['image']}: {row['kind']} {row['grade']} at {row['level']}"
+        cv2.putText(strip, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+        panels.append(strip)
+    if not panels:
+        return np.zeros((16, 16, 3), np.uint8)
+    width = max(p.shape[1] for p in panels)
+    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in panels])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,6 +166,8 @@ def test_spine_deform_writes_a_labelled_copy_with_the_same_patients(tmp_path):
     warped = np.asarray(Image.open(out / "masks" / "P1_S1.png"))
     assert set(np.unique(warped)) == set(np.unique(labels))  # the level values survive
     assert (warped > 0).sum() < (labels > 0).sum()  # a body lost height
+    picture = np.asarray(Image.open(out / "overview.png"))
+    assert picture.shape == (2 * 256, 2 * 160, 3)  # two slices, before and after side by side
     assert deform_folder.main(["--data", str(data), "--kind", "fracture", "--out", str(data)]) == 2
 
 
@@ -182,6 +184,7 @@ def test_spine_deform_moves_a_volume_through_all_its_slices(tmp_path):
     with (out / "deformities.csv").open() as fh:
         (row,) = list(csv.DictReader(fh))
     assert row["kind"] == "listhesis" and row["level"].startswith("label ")
+    assert np.asarray(Image.open(out / "overview.png")).shape[0] == 256  # one volume
     before = nib.load(tmp_path / "in" / "ph.nii.gz")
     after = nib.load(out / "ph.nii.gz")
     np.testing.assert_allclose(after.affine, before.affine)  # the scan's own geometry kept
