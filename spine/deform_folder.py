@@ -24,6 +24,7 @@ import argparse
 import csv
 import io
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -52,7 +53,6 @@ from spine.folders import (
     is_png_folder,
     label_map_name,
     nifti_name,
-    nifti_stem,
 )
 from spine.png_folder import LEVEL_TABLE_FILE, PngSlice, read_png_folder
 from spine.volume import label_instances, load_label_map, load_volume, nifti_bytes
@@ -60,6 +60,8 @@ from spine.volume import label_instances, load_label_map, load_volume, nifti_byt
 PROG = "spine-deform"
 OVERVIEW_FILE = "overview.png"  # the first deformed items, before and after
 KINDS = ("fracture", "listhesis")
+# (name in deformities.csv, slice index or None) -> (grey uint8 [H, W], labels [H, W], index)
+SliceReader = Callable[[str, int | None], tuple[np.ndarray, np.ndarray, int]]
 
 
 def choose(kind: str, masks: np.ndarray, rng: np.random.Generator) -> Deformity | None:
@@ -72,15 +74,9 @@ def deform_slice(
 ) -> tuple[np.ndarray, np.ndarray, Deformity | None, str]:
     """One slice of a PNG folder deformed: (image uint8 [H, W], mask [H, W] in the folder's
     own values, the deformity or None, the deformed body's level or "")."""
-    image = item.load_image()
-    with Image.open(item.mask_path) as pil:
-        mask = np.asarray(pil)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    bodies = item.load_bodies()
-    count = int(bodies.labels.max()) if bodies.labels.size else 0
-    masks = np.stack([bodies.labels == k for k in range(1, count + 1)], axis=-1) if count else (
-        np.zeros((*image.shape, 0), bool))
+    image, mask = item.load_image(), item.load_mask()
+    bodies = item.bodies(mask)
+    masks, _ = label_instances(bodies.labels)  # [H, W, N], body k + 1 in channel k
     deformity = choose(kind, masks, rng)
     if deformity is None:
         return image, mask, None, ""
@@ -105,8 +101,7 @@ def deform_volume(
     volume = load_volume(pair.image)
     labels = load_label_map(pair.labels, like=volume)  # int32 [S, H, W], display layout
     source = nib.load(pair.image)
-    central = int(np.argmax((labels > 0).sum(axis=(1, 2))))
-    masks, values = label_instances(labels[central])
+    masks, values = label_instances(labels[central_slice(labels)])
     deformity = choose(kind, masks, rng)
     if deformity is None:
         return source, nib.load(pair.labels), None, ""
@@ -169,36 +164,48 @@ def deform_folder(
     return rows
 
 
-def _slice_pair(
-    folder: Path, name: str, png: bool, index: int | None = None
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(grey uint8 [H, W], body labels [H, W], slice index) of one image of a folder; for a
-    volume its slice `index`, by default the one with the most labelled voxels."""
+def central_slice(labels: np.ndarray) -> int:
+    """The slice of a label volume [S, H, W] with the most labelled voxels."""
+    return int(np.argmax((labels > 0).sum(axis=(1, 2))))
+
+
+def _slice_reader(folder: Path, png: bool) -> SliceReader:
+    """name in deformities.csv -> (grey uint8 [H, W], body labels [H, W] of slice `index`),
+    the folder listed once; `index` None picks a volume's central_slice (returned)."""
     if png:
-        (item,) = [i for i in read_png_folder(folder) if i.image_path.name == name]
-        return item.load_image(), item.load_bodies().labels, 0
-    (pair,) = [p for p in find_pairs(folder) if p.subject == nifti_stem(name)]
-    volume = load_volume(pair.image)
-    labels = load_label_map(pair.labels, like=volume)
-    if index is None:
-        index = int(np.argmax((labels > 0).sum(axis=(1, 2))))
-    grey = volume.data[index]
-    grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
-    return grey, labels[index], index
+        items = {i.image_path.name: i for i in read_png_folder(folder)}
+
+        def read_png(name: str, index: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+            return items[name].load_image(), items[name].load_bodies().labels, 0
+
+        return read_png
+    pairs = {nifti_name(p.subject): p for p in find_pairs(folder)}
+
+    def read_volume(name: str, index: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+        volume = load_volume(pairs[name].image)
+        labels = load_label_map(pairs[name].labels, like=volume)
+        index = central_slice(labels) if index is None else index
+        grey = volume.data[index]
+        grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
+        return grey, labels[index], index
+
+    return read_volume
 
 
 def overview(data: Path, out: Path, rows: list[dict[str, str]], count: int = 4) -> np.ndarray:
     """RGB uint8 picture of the first `count` deformed items: each row the original and the
     deformed copy, body outlines drawn, the deformity written above."""
     png = is_png_folder(data)
+    readers = (_slice_reader(data, png), _slice_reader(out, png))
     panels = []
     for row in [r for r in rows if r["kind"] != "none"][:count]:
         pair, index = [], None
-        for folder in (data, out):  # the same slice of both
-            grey, labels, index = _slice_pair(folder, row["image"], png, index)
+        for read in readers:  # the same slice of both
+            grey, labels, index = read(row["image"], index)
             panel = np.repeat(grey[..., None], 3, axis=-1)
-            for value in range(1, int(labels.max()) + 1):
-                outline, _ = cv2.findContours((labels == value).astype(np.uint8),
+            masks, _ = label_instances(labels)
+            for k in range(masks.shape[-1]):
+                outline, _ = cv2.findContours(masks[..., k].astype(np.uint8),
                                               cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)  # fmt: skip
                 cv2.drawContours(panel, outline, -1, (0, 255, 0), 1)
             scale = 256 / panel.shape[0]

@@ -171,9 +171,7 @@ def fracture_displacement(
     return displacement
 
 
-def listhesis_displacement(
-    masks: np.ndarray, upper: int, grade: float, shape: tuple[int, int]
-) -> Displacement:
+def listhesis_displacement(masks: np.ndarray, upper: int, grade: float) -> Displacement:
     """Forward displacement of a spondylolisthesis: masks[..., upper] and the spine above it
     slide anterior by grade x the depth of the body below (Meyerding grade 1 is up to 0.25).
 
@@ -181,9 +179,9 @@ def listhesis_displacement(
     lowest and the lower body's highest point along u). The slip is full above the disc,
     none below, and shears the disc in between (a smoothstep over the disc's height plus 2 px
     each side), along v, times a window across the column twice the body depth wide (wider
-    than the slip, so the inverse iteration contracts).
+    than the slip, so the inverse iteration contracts). It moves along v, not out of the field
+    of view, so unlike a fracture it needs no taper (nor the image's shape).
     """
-    del shape  # the slip needs no taper: it moves along v, not out of the field of view
     order = body_indices(masks)
     i = order.index(upper)
     if i + 1 >= len(order):
@@ -263,7 +261,7 @@ class Deformity:
 
     def displacement(self, masks: np.ndarray, shape: tuple[int, int]) -> Displacement:
         if self.kind == "listhesis":
-            return listhesis_displacement(masks, self.body, self.grade, shape)
+            return listhesis_displacement(masks, self.body, self.grade)
         return fracture_displacement(masks, self.body, self.kind, self.grade, shape)
 
 

@@ -66,14 +66,20 @@ class PngSlice:
         with Image.open(self.image_path) as pil:
             return np.asarray(pil.convert("L"))
 
-    def load_bodies(self) -> SliceBodies:
+    def load_mask(self) -> np.ndarray:
+        """The mask as stored [H, W] (level values or SPIDER's semantic values)."""
         with Image.open(self.mask_path) as pil:
             mask = np.asarray(pil)
-        if mask.ndim == 3:
-            mask = mask[..., 0]
+        return mask[..., 0] if mask.ndim == 3 else mask
+
+    def bodies(self, mask: np.ndarray) -> SliceBodies:
+        """The named bodies of this slice's stored mask (load_mask)."""
         if self.kind == "spider":
             return spider_bodies(mask)
         return level_bodies(mask, self.level_table)
+
+    def load_bodies(self) -> SliceBodies:
+        return self.bodies(self.load_mask())
 
 
 def read_level_table(folder: Path) -> dict[int, str]:

@@ -30,12 +30,7 @@ def read_deformities(folder: str | Path) -> dict[str, dict[str, str]] | None:
         return None
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return {_stem(r["image"]): r for r in rows if r.get("kind", "none") != "none"}
-
-
-def _stem(file_name: str) -> str:
-    name = Path(file_name).name
-    return nifti_stem(name) if ".nii" in name else Path(name).stem
+    return {nifti_stem(r["image"]): r for r in rows if r.get("kind", "none") != "none"}
 
 
 def summarize_bodies(
